@@ -14,5 +14,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def kitti_root() -> Path:
     root = SHARED_DATA / "kitti"
     if not (root / "training" / "velodyne").is_dir():
-        pytest.skip(f"real KITTI sample frames not found at {root} (they ship beside the repo in ../shared/data)")
+        pytest.skip(
+            f"real KITTI sample frames not found at {root} (they ship beside the repo in ../shared/data)"
+        )
     return root

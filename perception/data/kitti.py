@@ -199,6 +199,10 @@ class KittiCalibration:
         """(N, 3) rectified camera points → (N, 3) lidar coordinates."""
         return transform_points(xyz, self.rect_to_lidar_matrix)
 
+    # "camera" means the rectified camera frame, the one labels are in.
+    lidar_to_camera = lidar_to_rect
+    camera_to_lidar = rect_to_lidar
+
     def rect_to_image(self, xyz: ArrayLike) -> NDArray[np.float64]:
         """(N, 3) rectified camera points → (N, 2) pixels of image 2 (meaningless for depth ≤ 0)."""
         return project_points(xyz, self.P2)[0]
@@ -269,7 +273,9 @@ def read_calib(path: str | os.PathLike) -> KittiCalibration:
         try:
             numbers = np.array([float(v) for v in rest.split()], dtype=np.float64)
         except ValueError as err:
-            raise KittiFormatError(f"{path}:{lineno}: {key} has a value that is not a number ({err})") from None
+            raise KittiFormatError(
+                f"{path}:{lineno}: {key} has a value that is not a number ({err})"
+            ) from None
         shape = _CALIB_SHAPES[key]
         if numbers.size != shape[0] * shape[1]:
             raise KittiFormatError(
@@ -480,7 +486,11 @@ def kitti_difficulty(bbox: ArrayLike, occluded: ArrayLike, truncated: ArrayLike)
     truncated = np.asarray(truncated, dtype=np.float64)
     level = np.full(len(bbox), -1, dtype=np.int32)
     for lvl in (2, 1, 0):  # hardest first, so the easiest level met wins
-        ok = (height >= _MIN_HEIGHT[lvl]) & (occluded <= _MAX_OCCLUSION[lvl]) & (truncated <= _MAX_TRUNCATION[lvl])
+        ok = (
+            (height >= _MIN_HEIGHT[lvl])
+            & (occluded <= _MAX_OCCLUSION[lvl])
+            & (truncated <= _MAX_TRUNCATION[lvl])
+        )
         level[ok] = lvl
     return level
 
@@ -608,7 +618,9 @@ def load_frame(root: str | os.PathLike, frame_id: int | str, split: str = "train
     root = Path(root)
     split_dir = root / split
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: no such folder; expected a KITTI root with {split}/velodyne, ...")
+        raise FileNotFoundError(
+            f"{split_dir}: no such folder; expected a KITTI root with {split}/velodyne, ..."
+        )
     name = _frame_name(frame_id)
     velo = frame_path(root, name, "velodyne", split)
     if not velo.is_file():

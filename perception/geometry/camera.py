@@ -36,7 +36,9 @@ def transform_points(points: ArrayLike, transform: ArrayLike) -> NDArray[np.floa
     return pts @ t[:3, :3].T + t[:3, 3]
 
 
-def project_points(points: ArrayLike, projection: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def project_points(
+    points: ArrayLike, projection: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Project (N, 3) points with a (3, 4) matrix.
 
     Returns:
@@ -108,7 +110,9 @@ def project_boxes_to_image(
     bbox = np.concatenate([safe.min(axis=1), safe.max(axis=1)], axis=1)
     if image_shape is not None:
         height, width = image_shape
-        inside = (bbox[:, 2] >= 0) & (bbox[:, 0] <= width - 1) & (bbox[:, 3] >= 0) & (bbox[:, 1] <= height - 1)
+        inside = (
+            (bbox[:, 2] >= 0) & (bbox[:, 0] <= width - 1) & (bbox[:, 3] >= 0) & (bbox[:, 1] <= height - 1)
+        )
         valid &= inside
         bbox[:, [0, 2]] = np.clip(bbox[:, [0, 2]], 0, width - 1)
         bbox[:, [1, 3]] = np.clip(bbox[:, [1, 3]], 0, height - 1)

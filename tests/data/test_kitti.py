@@ -65,13 +65,15 @@ def test_boxes_are_in_lidar_convention(kitti_root):
     np.testing.assert_allclose(car[3:6], [4.36, 1.58, 1.41], atol=1e-6)
     assert 34 < car[0] < 35.5 and -4 < car[1] < -2.5  # ahead, to the right
     assert -1.6 < car[2] < -1.0  # centre ≈ 0.7 m above the ground, which is ≈ 2 m below the lidar there
-    np.testing.assert_allclose(car[6], -(-1.58) - np.pi / 2, atol=1e-6)
+    np.testing.assert_allclose(car[6], 1.58 - np.pi / 2, atol=1e-6)
 
 
 @pytest.mark.parametrize("frame_id", FRAMES)
 def test_projected_boxes_land_on_annotated_2d_boxes(kitti_root, frame_id):
     frame = load_frame(kitti_root, frame_id)
-    projected, valid = project_boxes_to_image(frame.boxes_lidar, frame.calib.lidar_to_image_matrix, frame.image_shape)
+    projected, valid = project_boxes_to_image(
+        frame.boxes_lidar, frame.calib.lidar_to_image_matrix, frame.image_shape
+    )
     assert valid.all()
     for proj, ann in zip(projected, frame.bbox, strict=True):
         assert iou_2d(proj, ann) > 0.8, (frame_id, proj, ann)
@@ -88,6 +90,7 @@ def test_calibration_lidar_to_image_matches_devkit_formula(kitti_root):
     hom = (calib.P2 @ rt @ tr @ np.column_stack([xyz, np.ones(2)]).T).T
     np.testing.assert_allclose(calib.lidar_to_image(xyz), hom[:, :2] / hom[:, 2:], rtol=1e-12)
     np.testing.assert_allclose(calib.rect_to_lidar(calib.lidar_to_rect(xyz)), xyz, atol=1e-9)
+    np.testing.assert_allclose(calib.camera_to_lidar(calib.lidar_to_camera(xyz)), xyz, atol=1e-9)
     np.testing.assert_allclose(calib.rect_to_image(calib.lidar_to_rect(xyz)), calib.lidar_to_image(xyz))
 
 
@@ -110,7 +113,9 @@ def test_difficulty_official_rules(kitti_root):
     assert load_frame(kitti_root, "000000").difficulty.tolist() == [0]  # 165 px tall, visible
     # Truck 32.9 px → moderate; Car 21.6 px → none; Cyclist occluded=3 → none.
     assert load_frame(kitti_root, "000001").difficulty.tolist() == [1, -1, -1]
-    bbox = np.array([[0, 0, 10, 40], [0, 0, 10, 39.9], [0, 0, 10, 25], [0, 0, 10, 24.9], [0, 0, 10, 50], [0, 0, 10, 50]])
+    bbox = np.array(
+        [[0, 0, 10, 40], [0, 0, 10, 39.9], [0, 0, 10, 25], [0, 0, 10, 24.9], [0, 0, 10, 50], [0, 0, 10, 50]]
+    )
     occ = np.array([0, 0, 2, 0, 0, 1])
     trunc = np.array([0.15, 0.0, 0.5, 0.0, 0.51, 0.16])
     assert kitti_difficulty(bbox, occ, trunc).tolist() == [0, 1, 2, -1, -1, 1]
@@ -131,7 +136,9 @@ def test_predictions_round_trip_through_result_files(kitti_copy):
     """Lidar boxes with scores → result file → load_frame gives the same boxes back (2-decimal files)."""
     frame = load_frame(kitti_copy, "000002")
     scores = np.array([0.9, 0.55], np.float32)
-    objects = objects_from_lidar_boxes(frame.boxes_lidar, frame.names, frame.calib, scores=scores, image_shape=(375, 1242))
+    objects = objects_from_lidar_boxes(
+        frame.boxes_lidar, frame.names, frame.calib, scores=scores, image_shape=(375, 1242)
+    )
     write_label(kitti_copy / "training/label_2/000002.txt", objects)
     text = (kitti_copy / "training/label_2/000002.txt").read_text().splitlines()
     assert all(len(line.split()) == 16 for line in text)
@@ -149,7 +156,7 @@ def test_split_files_round_trip(tmp_path):
     write_split(tmp_path, "val", ["000002"])
     assert read_split(tmp_path, "train") == ["000000", "000001", "000005"]
     assert read_split(tmp_path, "val") == ["000002"]
-    with pytest.raises(FileNotFoundError, match="ImageSets/test.txt"):
+    with pytest.raises(FileNotFoundError, match=r"ImageSets/test\.txt"):
         read_split(tmp_path, "test")
 
 
@@ -184,9 +191,15 @@ def test_nan_points_are_dropped_with_a_logged_count(kitti_copy, caplog):
     ("line", "message"),
     [
         ("Car 0.00 0 1.85 387.63 181.54 423.81 203.12 1.67 1.87 3.69 -16.53 2.39 58.49", "14 fields"),
-        ("Automobile 0.00 0 1.85 387.63 181.54 423.81 203.12 1.67 1.87 3.69 -16.53 2.39 58.49 1.57", "unknown object type 'Automobile'"),
+        (
+            "Automobile 0.00 0 1.85 387.63 181.54 423.81 203.12 1.67 1.87 3.69 -16.53 2.39 58.49 1.57",
+            "unknown object type 'Automobile'",
+        ),
         ("Car 0.00 0 1.85 387.63 181.54 423.81 abc 1.67 1.87 3.69 -16.53 2.39 58.49 1.57", "not a number"),
-        ("Car 0.00 0 1.85 387.63 181.54 423.81 203.12 nan 1.87 3.69 -16.53 2.39 58.49 1.57", "NaN or infinite"),
+        (
+            "Car 0.00 0 1.85 387.63 181.54 423.81 203.12 nan 1.87 3.69 -16.53 2.39 58.49 1.57",
+            "NaN or infinite",
+        ),
     ],
 )
 def test_bad_label_lines(kitti_copy, line, message):
@@ -199,7 +212,9 @@ def test_bad_label_lines(kitti_copy, line, message):
 
 def test_calibration_missing_a_matrix(kitti_copy):
     path = kitti_copy / "training/calib/000001.txt"
-    path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if not line.startswith("R0_rect")))
+    path.write_text(
+        "".join(line + "\n" for line in path.read_text().splitlines() if not line.startswith("R0_rect"))
+    )
     with pytest.raises(KittiFormatError, match=r"calib/000001\.txt: calibration is missing R0_rect"):
         load_frame(kitti_copy, "000001")
 
@@ -227,6 +242,9 @@ def test_testing_split_without_labels(kitti_root, tmp_path):
     root = tmp_path / "k"
     for sub in ("velodyne", "calib"):
         (root / "testing" / sub).mkdir(parents=True)
-        shutil.copy(kitti_root / "training" / sub / f"000000.{'bin' if sub == 'velodyne' else 'txt'}", root / "testing" / sub)
+        shutil.copy(
+            kitti_root / "training" / sub / f"000000.{'bin' if sub == 'velodyne' else 'txt'}",
+            root / "testing" / sub,
+        )
     frame = load_frame(root, "000000", split="testing")
     assert frame.num_boxes == 0 and frame.boxes_lidar.shape == (0, 7) and len(frame.points) > 0

@@ -31,7 +31,9 @@ def test_wrap_angle_range_and_equivalence(angles):
 
 
 def test_wrap_angle_edges():
-    np.testing.assert_allclose(wrap_angle([np.pi, -np.pi, 3 * np.pi, 0.0, 2 * np.pi]), [-np.pi, -np.pi, -np.pi, 0, 0])
+    np.testing.assert_allclose(
+        wrap_angle([np.pi, -np.pi, 3 * np.pi, 0.0, 2 * np.pi]), [-np.pi, -np.pi, -np.pi, 0, 0]
+    )
 
 
 def random_boxes(rng: np.random.Generator, m: int) -> np.ndarray:
@@ -61,7 +63,10 @@ def test_bev_corners_match_shapely_rotated_rectangle():
     for box, quad in zip(boxes, corners, strict=True):
         poly = shapely.Polygon(quad)
         ref = shapely.affinity.rotate(
-            shapely.box(-box[3] / 2, -box[4] / 2, box[3] / 2, box[4] / 2), box[6], origin=(0, 0), use_radians=True
+            shapely.box(-box[3] / 2, -box[4] / 2, box[3] / 2, box[4] / 2),
+            box[6],
+            origin=(0, 0),
+            use_radians=True,
         )
         ref = shapely.affinity.translate(ref, box[0], box[1])
         assert poly.is_valid and shapely.Polygon(quad).exterior.is_ccw

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Benchmarks that print our speed beside a peer measured in the same run.
+
+    python tools/benchmark.py geometry            # points-in-boxes: numba kernel vs vectorised NumPy
+    python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
+    python tools/benchmark.py all [--json OUT]
+
+Timings are medians over repeats on this machine; the README's performance table is their output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from perception.geometry.boxes import points_in_boxes_mask, rotation_z  # noqa: E402
+
+console = Console(width=150)
+
+
+def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def numpy_points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The peer: the definition vectorised over all point-box pairs with NumPy (as commonly written)."""
+    local = points[:, None, :3] - boxes[None, :, :3]
+    local = np.einsum("mij,nmj->nmi", rotation_z(-boxes[:, 6]), local)
+    return np.all(np.abs(local) <= boxes[None, :, 3:6] / 2, axis=2)
+
+
+def _inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    cases = []
+    kitti = REPO.parent / "shared" / "data" / "kitti"
+    if (kitti / "training" / "velodyne").is_dir():
+        from perception.data.kitti import load_frame
+
+        frame = load_frame(kitti, "000001")
+        cases.append(
+            ("KITTI 000001 (120 k pts, 3 boxes)", frame.points[:, :3].astype(np.float64), frame.boxes_lidar)
+        )
+    rng = np.random.default_rng(0)
+    points = rng.uniform([-75, -75, -3], [75, 75, 3], (180_000, 3))
+    boxes = np.column_stack(
+        [
+            rng.uniform(-70, 70, (60, 2)),
+            rng.uniform(-1, 0, 60),
+            rng.uniform(0.5, 5, (60, 3)),
+            rng.uniform(-3, 3, 60),
+        ]
+    )
+    cases.append(("Waymo-sized (180 k pts ±75 m, 60 boxes)", points, boxes))
+    return cases
+
+
+def bench_geometry() -> list[dict]:
+    rows = []
+    for name, points, boxes in _inputs():
+        ours = median_time(lambda p=points, b=boxes: points_in_boxes_mask(p, b))
+        peer = median_time(lambda p=points, b=boxes: numpy_points_in_boxes(p, b), repeats=3)
+        assert np.array_equal(points_in_boxes_mask(points, boxes), numpy_points_in_boxes(points, boxes))
+        rows.append({"op": "points_in_boxes", "input": name, "ours_ms": ours * 1e3, "peer": "NumPy vectorised",
+                     "peer_ms": peer * 1e3, "speedup": peer / ours})  # fmt: skip
+    return rows
+
+
+def bench_synthetic(frames: int = 20) -> list[dict]:
+    from perception.data.synthetic import benchmark_synthetic
+
+    result = benchmark_synthetic(frames=frames, seed=0)
+    return [{"op": "synthetic LiDAR", "input": f"{frames} frames", **result}]
+
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    table = Table(title=title)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    for k in keys:
+        table.add_column(k)
+    for r in rows:
+        table.add_row(*(f"{r[k]:.3g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["geometry", "synthetic", "all"])
+    parser.add_argument("--frames", type=int, default=20, help="frames for the synthetic benchmark")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    results: dict[str, list[dict]] = {}
+    if args.what in ("geometry", "all"):
+        results["geometry"] = bench_geometry()
+        print_rows("points in boxes (median of 7; peer median of 3)", results["geometry"])
+    if args.what in ("synthetic", "all"):
+        results["synthetic"] = bench_synthetic(args.frames)
+        print_rows("synthetic LiDAR generator", results["synthetic"])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
