@@ -85,7 +85,7 @@ def bench_geometry() -> list[dict]:
 
 
 def bench_synthetic(frames: int = 20) -> list[dict]:
-    from perception.data.synthetic import benchmark_synthetic
+    from perception.data.synthetic.benchmark import benchmark_synthetic
 
     result = benchmark_synthetic(frames=frames, seed=0)
     return [{"op": "synthetic LiDAR", "input": f"{frames} frames", **result}]

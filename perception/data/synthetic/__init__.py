@@ -1,0 +1,34 @@
+"""Synthetic LiDAR: a ray-cast HDL-64E-like sensor in procedurally generated street scenes.
+
+The project's embedded default dataset. A frame is a pure function of ``(config, seed, index)``
+(and the sequence layout): ::
+
+    from perception.data.synthetic import SyntheticConfig, generate_frame, write_dataset
+
+    frame = generate_frame(SyntheticConfig(), seed=0, index=7)   # points (N, 4), boxes_lidar (M, 7), ...
+    write_dataset("data/synthetic", frames=1000, seed=0, sequences=20, workers=2)
+
+Modules: :mod:`.config` (knobs), :mod:`.lidar` (beam pattern, return model), :mod:`.shapes`
+(primitives), :mod:`.actors` (vehicles, pedestrians, cyclists, clutter), :mod:`.scene` (road,
+ground, traffic, motion), :mod:`.raycast` (numba kernels), :mod:`.camera` (virtual KITTI camera),
+:mod:`.generator` (one frame), :mod:`.writer` (KITTI layout on disk), :mod:`.benchmark`.
+"""
+
+from perception.data.synthetic.config import GENERATOR_VERSION, SyntheticConfig
+from perception.data.synthetic.generator import SequenceLayout, SyntheticFrame, generate_frame
+from perception.data.synthetic.lidar import beam_elevations, beam_pattern
+from perception.data.synthetic.shapes import SEMANTIC_CLASSES
+from perception.data.synthetic.writer import split_frames, write_dataset
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "SEMANTIC_CLASSES",
+    "SequenceLayout",
+    "SyntheticConfig",
+    "SyntheticFrame",
+    "beam_elevations",
+    "beam_pattern",
+    "generate_frame",
+    "split_frames",
+    "write_dataset",
+]
