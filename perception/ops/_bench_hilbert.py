@@ -1,0 +1,223 @@
+"""Speed of :mod:`perception.ops.hilbert` against two public peers, on the same input.
+
+Peers: a straightforward numba port of Skilling's transform (written here, one point at a time)
+and ``numpy-hilbert-curve`` (PyPI, module ``hilbert``; skipped with a note if not installed).
+Slow peers run on a prefix of the same random coordinates. Every peer's codes are checked against
+ours. Called from ``tools/benchmark.py``; runnable alone with ``python -m perception.ops._bench_hilbert``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from perception.ops import hilbert
+
+__all__ = ["bench_hilbert"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _skilling_encode_nb(coords, bits, out):
+    """Skilling's AxesToTranspose per point (3 axes), index read X[0] first, MSB first."""
+    for i in range(coords.shape[0]):
+        x0, x1, x2 = np.int64(coords[i, 0]), np.int64(coords[i, 1]), np.int64(coords[i, 2])
+        q = np.int64(1) << (bits - 1)
+        while q > 1:  # inverse undo, axes 0, 1, 2 in turn
+            p = q - 1
+            if x0 & q:
+                x0 ^= p
+            if x1 & q:
+                x0 ^= p
+            else:
+                t = (x0 ^ x1) & p
+                x0 ^= t
+                x1 ^= t
+            if x2 & q:
+                x0 ^= p
+            else:
+                t = (x0 ^ x2) & p
+                x0 ^= t
+                x2 ^= t
+            q >>= 1
+        x1 ^= x0  # Gray encode
+        x2 ^= x1
+        t = np.int64(0)
+        q = np.int64(1) << (bits - 1)
+        while q > 1:
+            if x2 & q:
+                t ^= q - 1
+            q >>= 1
+        x0 ^= t
+        x1 ^= t
+        x2 ^= t
+        code = np.int64(0)
+        for level in range(bits - 1, -1, -1):
+            code = (code << 3) | ((x0 >> level) & 1) << 2 | ((x1 >> level) & 1) << 1 | ((x2 >> level) & 1)
+        out[i] = code
+
+
+@numba.njit(cache=True, nogil=True)
+def _skilling_decode_nb(codes, bits, out):
+    """Skilling's TransposeToAxes per point (3 axes)."""
+    for i in range(codes.shape[0]):
+        code = np.int64(codes[i])
+        x0 = x1 = x2 = np.int64(0)
+        for level in range(bits - 1, -1, -1):
+            group = code >> (3 * level)
+            x0 |= ((group >> 2) & 1) << level
+            x1 |= ((group >> 1) & 1) << level
+            x2 |= (group & 1) << level
+        t = x2 >> 1  # Gray decode
+        x2 ^= x1
+        x1 ^= x0
+        x0 ^= t
+        q = np.int64(2)
+        while q != np.int64(1) << bits:  # undo excess work, axes 2, 1, 0 in turn
+            p = q - 1
+            if x2 & q:
+                x0 ^= p
+            else:
+                t = (x0 ^ x2) & p
+                x0 ^= t
+                x2 ^= t
+            if x1 & q:
+                x0 ^= p
+            else:
+                t = (x0 ^ x1) & p
+                x0 ^= t
+                x1 ^= t
+            if x0 & q:
+                x0 ^= p
+            q <<= 1
+        out[i, 0] = x0
+        out[i, 1] = x1
+        out[i, 2] = x2
+
+
+def _skilling_encode(coords: NDArray, bits: int) -> NDArray[np.int64]:
+    out = np.empty(coords.shape[0], np.int64)
+    _skilling_encode_nb(coords, bits, out)
+    return out
+
+
+def _skilling_decode(codes: NDArray[np.int64], bits: int) -> NDArray[np.int64]:
+    out = np.empty((codes.shape[0], 3), np.int64)
+    _skilling_decode_nb(codes, bits, out)
+    return out
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: compilation / cache load
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _two_threads(
+    pool: ThreadPoolExecutor, fn: Callable[[NDArray, int], NDArray], data: NDArray, bits: int
+) -> Callable[[], object]:
+    """The same op on two halves in two threads (the numba kernels release the GIL)."""
+    half = data.shape[0] // 2
+
+    def run() -> object:
+        return list(pool.map(lambda part: fn(part, bits), (data[:half], data[half:])))
+
+    return run
+
+
+def bench_hilbert(
+    n: int = 10_000_000,
+    bits: int = 10,
+    repeats: int = 3,
+    skilling_points: int = 2_000_000,
+    numpy_hilbert_points: int = 200_000,
+    verbose: bool = True,
+) -> list[dict]:
+    """Encode / decode throughput of ours vs the peers, single-threaded unless ``threads`` says 2.
+
+    Returns one dict per measurement: ``impl``, ``op``, ``dtype``, ``points``, ``threads``,
+    ``seconds`` (best of ``repeats``), ``mpts_per_s`` and, for peers, ``ours_over_peer`` (our
+    single-thread Mpts/s on the same op and dtype divided by theirs) and ``agrees`` (codes equal ours).
+    """
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 1 << bits, (n, 3), dtype=np.int64)
+    rows: list[dict] = []
+
+    def record(impl: str, op: str, dtype: str, points: int, threads: int, seconds: float, **extra) -> dict:
+        row = {"impl": impl, "op": op, "dtype": dtype, "points": points, "threads": threads}
+        row |= {"seconds": seconds, "mpts_per_s": points / seconds / 1e6, **extra}
+        rows.append(row)
+        return row
+
+    ours: dict[tuple[str, str], float] = {}
+    for dtype in ("int32", "int64"):
+        coords = base.astype(dtype)
+        codes = hilbert.encode(coords, bits)
+        for op, fn, data in (
+            ("encode", hilbert.encode, coords),
+            ("decode", hilbert.decode, codes),
+            ("encode_morton", hilbert.encode_morton, coords),
+        ):
+            row = record("ours", op, dtype, n, 1, _best_seconds(lambda fn=fn, d=data: fn(d, bits), repeats))
+            ours[op, dtype] = row["mpts_per_s"]
+            with ThreadPoolExecutor(2) as pool:
+                seconds = _best_seconds(_two_threads(pool, fn, data, bits), repeats)
+            record("ours", op, dtype, n, 2, seconds)
+
+        m = min(skilling_points, n)
+        sk_codes = _skilling_encode(coords[:m], bits)
+        agrees = bool((sk_codes == codes[:m]).all() and (_skilling_decode(codes[:m], bits) == base[:m]).all())
+        for op, fn, data in (
+            ("encode", _skilling_encode, coords[:m]),
+            ("decode", _skilling_decode, codes[:m]),
+        ):
+            seconds = _best_seconds(lambda fn=fn, d=data: fn(d, bits), repeats)
+            row = record("numba-skilling", op, dtype, m, 1, seconds, agrees=agrees)
+            row["ours_over_peer"] = ours[op, dtype] / row["mpts_per_s"]
+
+        try:
+            import hilbert as numpy_hilbert  # numpy-hilbert-curve
+        except ImportError:
+            rows.append(
+                {"impl": "numpy-hilbert-curve", "note": "not installed (pip install numpy-hilbert-curve)"}
+            )
+        else:
+            k = min(numpy_hilbert_points, n)
+            part, part_codes = np.ascontiguousarray(coords[:k]), codes[:k].astype(np.uint64)
+            agrees = bool((numpy_hilbert.encode(part, 3, bits).astype(np.int64) == codes[:k]).all())
+            for op, call in (
+                ("encode", lambda p=part: numpy_hilbert.encode(p, 3, bits)),
+                ("decode", lambda c=part_codes: numpy_hilbert.decode(c, 3, bits)),
+            ):
+                row = record("numpy-hilbert-curve", op, dtype, k, 1, _best_seconds(call, 1), agrees=agrees)
+                row["ours_over_peer"] = ours[op, dtype] / row["mpts_per_s"]
+        del coords, codes
+
+    if verbose:
+        print(f"Hilbert serialization, {bits} bits per axis, numba threads unused (no prange)")
+        print(
+            f"{'impl':<20} {'op':<14} {'dtype':<6} {'points':>10} {'thr':>3} {'Mpts/s':>9} {'ours/peer':>10}"
+        )
+        for r in rows:
+            if "note" in r:
+                print(f"{r['impl']:<20} {r['note']}")
+                continue
+            ratio = f"{r['ours_over_peer']:.1f}x" if "ours_over_peer" in r else ""
+            ok = "" if r.get("agrees", True) else "  DISAGREES WITH OURS"
+            print(
+                f"{r['impl']:<20} {r['op']:<14} {r['dtype']:<6} {r['points']:>10} {r['threads']:>3} "
+                f"{r['mpts_per_s']:>9.1f} {ratio:>10}{ok}"
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    bench_hilbert()
