@@ -2,6 +2,8 @@
 """Benchmarks that print our speed beside a peer measured in the same run.
 
     python tools/benchmark.py geometry            # points-in-boxes: numba kernel vs vectorised NumPy
+    python tools/benchmark.py hilbert             # Hilbert encode/decode vs numba Skilling, numpy-hilbert-curve
+    python tools/benchmark.py iou                 # rotated BEV/3D IoU: numba vs shapely 2
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
     python tools/benchmark.py all [--json OUT]
 
@@ -91,6 +93,18 @@ def bench_synthetic(frames: int = 20) -> list[dict]:
     return [{"op": "synthetic LiDAR", "input": f"{frames} frames", **result}]
 
 
+def bench_hilbert() -> list[dict]:
+    from perception.ops._bench_hilbert import bench_hilbert as run
+
+    return run(verbose=False)
+
+
+def bench_iou() -> list[dict]:
+    from perception.ops._bench_iou import bench_iou as run
+
+    return run()
+
+
 def print_rows(title: str, rows: list[dict]) -> None:
     table = Table(title=title)
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -105,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["geometry", "synthetic", "all"])
+    parser.add_argument("what", choices=["geometry", "hilbert", "iou", "synthetic", "all"])
     parser.add_argument("--frames", type=int, default=20, help="frames for the synthetic benchmark")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -113,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("geometry", "all"):
         results["geometry"] = bench_geometry()
         print_rows("points in boxes (median of 7; peer median of 3)", results["geometry"])
+    if args.what in ("hilbert", "all"):
+        results["hilbert"] = bench_hilbert()
+        print_rows("Hilbert serialization, 10 bits per axis, one thread (best of 3)", results["hilbert"])
+    if args.what in ("iou", "all"):
+        results["iou"] = bench_iou()
+        print_rows("rotated IoU (BEV and 3D) vs shapely 2", results["iou"])
     if args.what in ("synthetic", "all"):
         results["synthetic"] = bench_synthetic(args.frames)
         print_rows("synthetic LiDAR generator", results["synthetic"])
