@@ -3,7 +3,10 @@
 
     python tools/benchmark.py geometry            # points-in-boxes: numba kernel vs vectorised NumPy
     python tools/benchmark.py hilbert             # Hilbert encode/decode vs numba Skilling, numpy-hilbert-curve
+    python tools/benchmark.py voxelize            # hard voxelization vs spconv PointToVoxel
+    python tools/benchmark.py sparse              # sparse convolution vs spconv's CPU build
     python tools/benchmark.py iou                 # rotated BEV/3D IoU: numba vs shapely 2
+    python tools/benchmark.py ops                 # the four ops sections above
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
     python tools/benchmark.py all [--json OUT]
 
@@ -14,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,21 +28,10 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from perception.benchmarking import median_seconds  # noqa: E402
 from perception.geometry.boxes import points_in_boxes_mask, rotation_z  # noqa: E402
 
 console = Console(width=150)
-
-
-def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def numpy_points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -78,8 +68,8 @@ def _inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
 def bench_geometry() -> list[dict]:
     rows = []
     for name, points, boxes in _inputs():
-        ours = median_time(lambda p=points, b=boxes: points_in_boxes_mask(p, b))
-        peer = median_time(lambda p=points, b=boxes: numpy_points_in_boxes(p, b), repeats=3)
+        ours = median_seconds(lambda p=points, b=boxes: points_in_boxes_mask(p, b))
+        peer = median_seconds(lambda p=points, b=boxes: numpy_points_in_boxes(p, b), repeats=3)
         assert np.array_equal(points_in_boxes_mask(points, boxes), numpy_points_in_boxes(points, boxes))
         rows.append({"op": "points_in_boxes", "input": name, "ours_ms": ours * 1e3, "peer": "NumPy vectorised",
                      "peer_ms": peer * 1e3, "speedup": peer / ours})  # fmt: skip
@@ -105,6 +95,30 @@ def bench_iou() -> list[dict]:
     return run()
 
 
+def bench_voxelize() -> list[dict]:
+    from perception.ops._bench_voxelize import bench_voxelize as run
+
+    return run()
+
+
+def bench_sparse() -> list[dict]:
+    from perception.ops._bench_sparse import bench_sparse as run
+
+    return run(verbose=False)
+
+
+# name → (title, function); "ops" runs the four ops sections, "all" everything.
+SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
+    "geometry": ("points in boxes (median of 7; peer median of 3)", lambda a: bench_geometry()),
+    "hilbert": ("Hilbert serialization, 10 bits per axis (best of 3)", lambda a: bench_hilbert()),
+    "voxelize": ("hard voxelization vs spconv PointToVoxel, 1 thread (median)", lambda a: bench_voxelize()),
+    "sparse": ("sparse convolution vs spconv CPU at 1 thread (median of 5)", lambda a: bench_sparse()),
+    "iou": ("rotated IoU (BEV and 3D) vs shapely 2 (median)", lambda a: bench_iou()),
+    "synthetic": ("synthetic LiDAR generator", lambda a: bench_synthetic(a.frames)),
+}
+GROUPS = {"ops": ["hilbert", "voxelize", "sparse", "iou"], "all": list(SECTIONS)}
+
+
 def print_rows(title: str, rows: list[dict]) -> None:
     table = Table(title=title)
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -119,23 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["geometry", "hilbert", "iou", "synthetic", "all"])
+    parser.add_argument("what", choices=[*SECTIONS, *GROUPS])
     parser.add_argument("--frames", type=int, default=20, help="frames for the synthetic benchmark")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     results: dict[str, list[dict]] = {}
-    if args.what in ("geometry", "all"):
-        results["geometry"] = bench_geometry()
-        print_rows("points in boxes (median of 7; peer median of 3)", results["geometry"])
-    if args.what in ("hilbert", "all"):
-        results["hilbert"] = bench_hilbert()
-        print_rows("Hilbert serialization, 10 bits per axis, one thread (best of 3)", results["hilbert"])
-    if args.what in ("iou", "all"):
-        results["iou"] = bench_iou()
-        print_rows("rotated IoU (BEV and 3D) vs shapely 2", results["iou"])
-    if args.what in ("synthetic", "all"):
-        results["synthetic"] = bench_synthetic(args.frames)
-        print_rows("synthetic LiDAR generator", results["synthetic"])
+    for name in GROUPS.get(args.what, [args.what]):
+        title, run = SECTIONS[name]
+        results[name] = run(args)
+        print_rows(title, results[name])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

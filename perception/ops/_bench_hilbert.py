@@ -8,7 +8,6 @@ ours. Called from ``tools/benchmark.py``; runnable alone with ``python -m percep
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +15,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from perception.benchmarking import best_seconds
 from perception.ops import hilbert
 
 __all__ = ["bench_hilbert"]
@@ -111,16 +111,6 @@ def _skilling_decode(codes: NDArray[np.int64], bits: int) -> NDArray[np.int64]:
     return out
 
 
-def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: compilation / cache load
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _two_threads(
     pool: ThreadPoolExecutor, fn: Callable[[NDArray, int], NDArray], data: NDArray, bits: int
 ) -> Callable[[], object]:
@@ -166,10 +156,10 @@ def bench_hilbert(
             ("decode", hilbert.decode, codes),
             ("encode_morton", hilbert.encode_morton, coords),
         ):
-            row = record("ours", op, dtype, n, 1, _best_seconds(lambda fn=fn, d=data: fn(d, bits), repeats))
+            row = record("ours", op, dtype, n, 1, best_seconds(lambda fn=fn, d=data: fn(d, bits), repeats))
             ours[op, dtype] = row["mpts_per_s"]
             with ThreadPoolExecutor(2) as pool:
-                seconds = _best_seconds(_two_threads(pool, fn, data, bits), repeats)
+                seconds = best_seconds(_two_threads(pool, fn, data, bits), repeats)
             record("ours", op, dtype, n, 2, seconds)
 
         m = min(skilling_points, n)
@@ -179,7 +169,7 @@ def bench_hilbert(
             ("encode", _skilling_encode, coords[:m]),
             ("decode", _skilling_decode, codes[:m]),
         ):
-            seconds = _best_seconds(lambda fn=fn, d=data: fn(d, bits), repeats)
+            seconds = best_seconds(lambda fn=fn, d=data: fn(d, bits), repeats)
             row = record("numba-skilling", op, dtype, m, 1, seconds, agrees=agrees)
             row["ours_over_peer"] = ours[op, dtype] / row["mpts_per_s"]
 
@@ -197,7 +187,7 @@ def bench_hilbert(
                 ("encode", lambda p=part: numpy_hilbert.encode(p, 3, bits)),
                 ("decode", lambda c=part_codes: numpy_hilbert.decode(c, 3, bits)),
             ):
-                row = record("numpy-hilbert-curve", op, dtype, k, 1, _best_seconds(call, 1), agrees=agrees)
+                row = record("numpy-hilbert-curve", op, dtype, k, 1, best_seconds(call, 1), agrees=agrees)
                 row["ours_over_peer"] = ours[op, dtype] / row["mpts_per_s"]
         del coords, codes
 

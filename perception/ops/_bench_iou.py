@@ -7,28 +7,14 @@ Every case checks that the three agree before timing. Takes about 10 s.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import numpy as np
 import shapely
 import torch
 
+from perception.benchmarking import median_seconds
 from perception.geometry.boxes import boxes_bev_corners
 from perception.ops import iou3d
 from perception.ops.iou3d import boxes_iou_bev, nms_bev
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _shapely_iou_bev(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -87,10 +73,10 @@ def bench_iou() -> list[dict]:
         peer_ref = _shapely_iou_bev(pred, gt)
         np.testing.assert_allclose(boxes_iou_bev(pred, gt), peer_ref, atol=1e-9)
         np.testing.assert_allclose(_torch_kernel_iou_bev(tp, tg).numpy(), peer_ref, atol=1e-9)
-        peer_s = _median_time(lambda p=pred, g=gt: _shapely_iou_bev(p, g), repeats)
+        peer_s = median_seconds(lambda p=pred, g=gt: _shapely_iou_bev(p, g), repeats)
         ours = {
-            "numba (NumPy in)": _median_time(lambda p=pred, g=gt: boxes_iou_bev(p, g), max(repeats, 5)),
-            "torch kernel (CPU)": _median_time(lambda p=tp, g=tg: _torch_kernel_iou_bev(p, g), repeats),
+            "numba (NumPy in)": median_seconds(lambda p=pred, g=gt: boxes_iou_bev(p, g), max(repeats, 5)),
+            "torch kernel (CPU)": median_seconds(lambda p=tp, g=tg: _torch_kernel_iou_bev(p, g), repeats),
         }
         for backend, ours_s in ours.items():
             rows.append(
@@ -108,7 +94,7 @@ def bench_iou() -> list[dict]:
             )
     boxes, _ = _scene(rng, num_gt=100, per_gt=40, num_random=96)
     scores = rng.uniform(size=len(boxes))
-    nms_s = _median_time(lambda: nms_bev(boxes, scores, 0.5), 5)
+    nms_s = median_seconds(lambda: nms_bev(boxes, scores, 0.5), 5)
     kept = len(nms_bev(boxes, scores, 0.5))
     rows.append(
         {

@@ -22,13 +22,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from perception.benchmarking import median_seconds
 from perception.ops._sparse_kernels import sparse_conv
 from perception.ops._sparse_rules import Rulebook, build_strided, build_submanifold
 
@@ -57,13 +57,7 @@ def kitti_voxels(scan: Path = KITTI_SCAN) -> tuple[torch.Tensor, list[int]]:
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: numba cache load, allocator
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    return median_seconds(fn, repeats) * 1e3
 
 
 def _case_setup(name: str, seed: int = 0):

@@ -10,14 +10,12 @@ on CPU tensors, and ``dynamic_voxelize`` + ``scatter_mean`` of the points. Takes
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from perception.benchmarking import time_in_turns
 from perception.ops import voxelize as vx
 
 KITTI_VELODYNE = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti" / "training" / "velodyne"
@@ -28,20 +26,6 @@ KITTI_PILLAR = ("pillar 0.16, P=32, 12k", [0.16, 0.16, 4], [0, -39.68, -3, 69.12
 WAYMO_RANGE = [-75.2, -75.2, -2, 75.2, 75.2, 4]
 WAYMO_VOXEL = ("voxel 0.1×0.1×0.15, P=5, 150k", [0.1, 0.1, 0.15], WAYMO_RANGE, 5, 150000)
 WAYMO_PILLAR = ("pillar 0.32, P=20, 150k", [0.32, 0.32, 6], WAYMO_RANGE, 20, 150000)
-
-
-def _median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median wall time of each ``fn()`` in seconds, after a warm-up call; the functions take turns
-    within each repeat, so load from other processes on the machine falls on all of them alike."""
-    times: list[list[float]] = [[] for _ in fns]
-    for fn in fns:
-        fn()
-    for _ in range(repeats):
-        for fn, fn_times in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            fn_times.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def _inputs() -> list[tuple[str, np.ndarray, tuple]]:
@@ -82,7 +66,7 @@ def bench_voxelize(repeats: int = 15) -> list[dict]:
             theirs = peer(tensor)
             if not all(np.array_equal(a, b.numpy()) for a, b in zip(ours, theirs, strict=True)):
                 raise AssertionError(f"voxelize and spconv PointToVoxel disagree on {name}")
-            ours_s, peer_s = _median_times(
+            ours_s, peer_s = time_in_turns(
                 [
                     lambda: vx.voxelize(points, size, pc_range, max_points, max_voxels),  # noqa: B023
                     lambda: peer(tensor),  # noqa: B023
@@ -100,7 +84,7 @@ def bench_voxelize(repeats: int = 15) -> list[dict]:
             def dynamic() -> torch.Tensor:
                 return vx.dynamic_voxelize(tensor, size, pc_range).mean(tensor)  # noqa: B023
 
-            torch_s, dynamic_s = _median_times([torch_path, dynamic], max(1, repeats // 3))
+            torch_s, dynamic_s = time_in_turns([torch_path, dynamic], max(1, repeats // 3))
             rows.append(
                 {
                     "op": "voxelize",
