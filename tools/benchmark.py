@@ -7,6 +7,7 @@
     python tools/benchmark.py sparse              # sparse convolution vs spconv's CPU build
     python tools/benchmark.py iou                 # rotated BEV/3D IoU: numba vs shapely 2
     python tools/benchmark.py ops                 # the four ops sections above
+    python tools/benchmark.py kitti_eval          # KITTI AP (R11/R40, image/bev/3d/aos) on 3,769 frames
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
     python tools/benchmark.py all [--json OUT]
 
@@ -107,6 +108,12 @@ def bench_sparse() -> list[dict]:
     return run(verbose=False)
 
 
+def bench_kitti_eval() -> list[dict]:
+    from perception.eval._bench_kitti import bench_kitti_eval as run
+
+    return run()
+
+
 # name → (title, function); "ops" runs the four ops sections, "all" everything.
 SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "geometry": ("points in boxes (median of 7; peer median of 3)", lambda a: bench_geometry()),
@@ -114,6 +121,7 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "voxelize": ("hard voxelization vs spconv PointToVoxel, 1 thread (median)", lambda a: bench_voxelize()),
     "sparse": ("sparse convolution vs spconv CPU at 1 thread (median of 5)", lambda a: bench_sparse()),
     "iou": ("rotated IoU (BEV and 3D) vs shapely 2 (median)", lambda a: bench_iou()),
+    "kitti_eval": ("KITTI AP on a val-sized split (3,769 frames)", lambda a: bench_kitti_eval()),
     "synthetic": ("synthetic LiDAR generator", lambda a: bench_synthetic(a.frames)),
 }
 GROUPS = {"ops": ["hilbert", "voxelize", "sparse", "iou"], "all": list(SECTIONS)}
