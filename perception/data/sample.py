@@ -1,0 +1,138 @@
+"""What flows from the dataset to the model: a ``Sample`` per frame, a ``Batch`` per step.
+
+``Frame`` (a reader's output) → transforms → :class:`Sample` (NumPy, one frame, augmented) →
+:func:`collate` → :class:`Batch` (torch, several frames, points concatenated) → model.
+
+Voxelization and serialization happen on the device inside the model, so a batch is just points with a
+batch index, and the same batch works on the CPU and the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+__all__ = ["Batch", "Sample", "collate"]
+
+
+@dataclass(kw_only=True)
+class Sample:
+    """One frame ready for the model, in the sensor frame (x forward, y left, z up, metres).
+
+    Attributes:
+        frame_id: the dataset's frame id.
+        points: (N, C) float32, x, y, z then attributes (KITTI: reflectance).
+        boxes: (M, 7) float32 ``[x, y, z, l, w, h, yaw]`` of the training classes.
+        labels: (M,) int64 index into the task's class names.
+        difficulty: (M,) int32 (KITTI 0/1/2, -1 none), kept for evaluation.
+        meta: plain per-frame values the task needs to write or evaluate predictions (e.g. the KITTI
+            calibration and image shape); never read by the model.
+    """
+
+    frame_id: str
+    points: NDArray[np.float32]
+    boxes: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 7), np.float32))
+    labels: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0,), np.int64))
+    difficulty: NDArray[np.int32] = field(default_factory=lambda: np.zeros((0,), np.int32))
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.points.ndim != 2 or self.points.shape[1] < 3:
+            raise ValueError(f"sample {self.frame_id}: points must be (N, >=3), got {self.points.shape}")
+        m = len(self.boxes)
+        if self.boxes.shape != (m, 7) or len(self.labels) != m or len(self.difficulty) != m:
+            raise ValueError(
+                f"sample {self.frame_id}: boxes {self.boxes.shape}, labels {len(self.labels)} and "
+                f"difficulty {len(self.difficulty)} must agree on M"
+            )
+
+    def replace(self, **changes) -> Sample:
+        """A copy with some fields replaced (transforms return new samples, never edit in place)."""
+        return replace(self, **changes)
+
+    def select_boxes(self, keep: NDArray[np.bool_] | NDArray[np.int64]) -> Sample:
+        """A copy keeping only the boxes ``keep`` selects (with their labels and difficulty)."""
+        return self.replace(
+            boxes=self.boxes[keep], labels=self.labels[keep], difficulty=self.difficulty[keep]
+        )
+
+
+@dataclass(kw_only=True)
+class Batch:
+    """Several samples for one step, as torch tensors.
+
+    Attributes:
+        points: (N, C) float32, the points of all samples concatenated in sample order.
+        batch_index: (N,) int64, the sample each point belongs to (non-decreasing).
+        boxes: B tensors (M_b, 7) float32, per sample.
+        labels: B tensors (M_b,) int64.
+        frame_ids: B frame ids.
+        difficulty: B tensors (M_b,) int32.
+        meta: B dicts, as in :class:`Sample`.
+    """
+
+    points: torch.Tensor
+    batch_index: torch.Tensor
+    boxes: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    frame_ids: list[str]
+    difficulty: list[torch.Tensor] = field(default_factory=list)
+    meta: list[dict] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.frame_ids)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The batch with every tensor on ``device`` (Lightning calls this through ``transfer_batch_to_device``)."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return replace(
+            self,
+            points=move(self.points),
+            batch_index=move(self.batch_index),
+            boxes=[move(b) for b in self.boxes],
+            labels=[move(x) for x in self.labels],
+            difficulty=[move(d) for d in self.difficulty],
+        )
+
+    def pin_memory(self) -> Batch:
+        """Pinned host memory for faster copies to a GPU (the DataLoader calls this with ``pin_memory=True``)."""
+        return replace(
+            self,
+            points=self.points.pin_memory(),
+            batch_index=self.batch_index.pin_memory(),
+            boxes=[b.pin_memory() for b in self.boxes],
+            labels=[x.pin_memory() for x in self.labels],
+            difficulty=[d.pin_memory() for d in self.difficulty],
+        )
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Stack samples into a :class:`Batch` (the DataLoader's ``collate_fn``)."""
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    widths = {s.points.shape[1] for s in samples}
+    if len(widths) != 1:
+        raise ValueError(
+            f"samples have different point widths {sorted(widths)}; frames: {[s.frame_id for s in samples]}"
+        )
+    points = torch.from_numpy(np.concatenate([s.points for s in samples]).astype(np.float32, copy=False))
+    batch_index = torch.from_numpy(
+        np.concatenate([np.full(len(s.points), i, dtype=np.int64) for i, s in enumerate(samples)])
+    )
+    return Batch(
+        points=points,
+        batch_index=batch_index,
+        boxes=[torch.from_numpy(np.ascontiguousarray(s.boxes, dtype=np.float32)) for s in samples],
+        labels=[torch.from_numpy(np.ascontiguousarray(s.labels, dtype=np.int64)) for s in samples],
+        frame_ids=[s.frame_id for s in samples],
+        difficulty=[torch.from_numpy(np.ascontiguousarray(s.difficulty, dtype=np.int32)) for s in samples],
+        meta=[s.meta for s in samples],
+    )
