@@ -1,22 +1,29 @@
-"""Exact, deterministic CPU sparse convolution with autograd: gather → GEMM → segment sum.
+"""Exact, deterministic CPU sparse convolution with autograd: fused gather → GEMM → ordered scatter.
 
-For a rulebook (:mod:`perception.ops._sparse_rules`) with ``P`` pairs, offset-major, and weight
-``W`` of spconv's layout ``(C_out, K, C_in)`` (the kernel axes flattened):
+For a rulebook (:mod:`perception.ops._sparse_rules`) and weight ``W`` of spconv's layout
+``(C_out, K, C_in)`` (the kernel axes flattened), one **pass** over a :class:`PairList` computes, for
+every dst row ``r``, ``out[r] = init[r] + Σ_k Σ_{(s, r) in offset k} src[s] @ M_k``:
 
-- **forward**: ``Y_k = x[in_index_k] @ W_kᵀ`` per offset ``k`` into a ``(P, C_out)`` buffer; output
-  row ``o`` is ``bias + x[o] @ W_centreᵀ (submanifold only) + Σ_{pairs of o, offsets ascending} Y[pair]``.
-- **backward**: with ``G = grad_out[out_index]``, input gradients ``Z_k = G_k @ W_k`` summed per
-  *input* row the same way (the transposed rulebook: a submanifold conv's mirrored offsets);
-  weight gradients ``G_kᵀ @ x[in_index_k]``, one GEMM per offset; bias gradient a float64 column
-  sum over fixed 4096-row chunks.
+- **forward**: ``src = x``, ``M_k = W_kᵀ``, the ``fwd`` pairs; ``init`` = bias, plus ``x @ W_centreᵀ``
+  for a submanifold convolution (its centre offset is the identity and is not listed).
+- **backward**: ``src = grad_out``, ``M_k = W_k``, the ``bwd`` pairs (input rows as dst) give the input
+  gradient; the same pass gathers ``x`` at the dst rows and adds ``grad_out[s]ᵀ x[r]`` per offset into
+  a per-unit partial weight gradient; the bias gradient is a float64 column sum over fixed chunks.
 
-Threads and determinism: ``torch.get_num_threads()`` parts run on a small thread pool while torch
-itself is held at one intra-op thread for the call, so each GEMM and gather is single-threaded
-MKL / ATen code. Work is cut into fixed units that do not depend on the thread count — blocks of
-at most ``BLOCK`` pairs inside one offset, whole offsets for weight gradients, output rows for the
-sums (each row summed by one thread, offsets ascending) — so no value is ever accumulated with
-atomics or in a thread-dependent order: results are bit-identical for any number of threads.
-(Holding torch at one thread also keeps barrier-heavy small GEMMs off a busy shared CPU.)
+A pass works one **unit** (``UNIT`` consecutive dst rows, fixed in the rulebook) at a time: numba
+gathers the unit's source rows of all offsets into one small buffer, one single-threaded GEMM per
+offset turns them into products, and numba adds the products into the unit's rows, offsets in
+ascending order. The buffers are a unit's worth (a few MB), so they stay in cache instead of making
+``(pairs, C)`` round trips through memory, and there is one Python-level GEMM call per (unit, offset).
+
+Threads and determinism: ``torch.get_num_threads()`` workers take units from a shared counter on a
+small thread pool while torch itself is held at one intra-op thread for the call (so every GEMM is
+single-threaded MKL code, and torch's barrier-heavy intra-op threads stay off a busy shared CPU).
+What a unit computes — which rows, which GEMM shapes, which buffer offsets, the order of the adds —
+depends only on the rulebook, never on the thread count or on which thread runs it; a unit alone
+writes its rows (and its own slice of the partial weight gradients, which are then summed over units
+in unit order). No value is accumulated with atomics or in a thread-dependent order: results are
+bit-identical for any number of threads and any scheduling.
 """
 
 from __future__ import annotations
@@ -28,23 +35,52 @@ import numba
 import numpy as np
 import torch
 
-from perception.ops._sparse_rules import Rulebook, run_parallel, run_rows
+from perception.ops._sparse_rules import PairList, Rulebook, run_units
 
-__all__ = ["BLOCK", "sparse_conv"]
+__all__ = ["sparse_conv"]
 
-BLOCK = 8192  # pairs (or rows) per GEMM unit
 _CHUNK = 4096  # rows per partial column sum
 
 
 @numba.njit(cache=True, nogil=True)
-def _segment_sum_(start, stop, out, buf, ptr, order):
-    """``out[r] += Σ_j buf[order[j]]`` for ``j`` in ``[ptr[r], ptr[r + 1])``, in that order, rows ``[start, stop)``."""
-    c = out.shape[1]
-    for r in range(start, stop):
-        for j in range(ptr[r], ptr[r + 1]):
-            p = order[j]
+def _gather(buf, src, rows, lo, hi):
+    """``buf[j] = src[rows[p]]`` for ``p`` over ``[lo[k], hi[k])``, offsets ``k`` in order, ``j = 0, 1, ...``."""
+    c = src.shape[1]
+    j = 0
+    for k in range(lo.shape[0]):
+        for p in range(lo[k], hi[k]):
+            r = rows[p]
             for q in range(c):
-                out[r, q] += buf[p, q]
+                buf[j, q] = src[r, q]
+            j += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather2(buf, src, rows, buf2, src2, rows2, lo, hi):
+    """:func:`_gather` of ``src`` at ``rows`` and of ``src2`` at ``rows2`` over the same pairs."""
+    c, c2 = src.shape[1], src2.shape[1]
+    j = 0
+    for k in range(lo.shape[0]):
+        for p in range(lo[k], hi[k]):
+            r, r2 = rows[p], rows2[p]
+            for q in range(c):
+                buf[j, q] = src[r, q]
+            for q in range(c2):
+                buf2[j, q] = src2[r2, q]
+            j += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_add(out, buf, rows, lo, hi):
+    """``out[rows[p]] += buf[j]`` in the order of :func:`_gather` (offsets ascending)."""
+    c = out.shape[1]
+    j = 0
+    for k in range(lo.shape[0]):
+        for p in range(lo[k], hi[k]):
+            r = rows[p]
+            for q in range(c):
+                out[r, q] += buf[j, q]
+            j += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,10 +99,6 @@ def _column_sum(x):
     return total
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
-
-
 @contextlib.contextmanager
 def _torch_single_threaded() -> Iterator[int]:
     """Yield the caller's torch thread count while torch runs one intra-op thread."""
@@ -81,84 +113,77 @@ def _torch_single_threaded() -> Iterator[int]:
         torch.set_num_threads(threads)
 
 
-def _split(units: list, parts: int) -> list[list]:
-    """Contiguous, nearly equal groups of ``units`` (at most ``parts``)."""
-    parts = max(1, min(parts, len(units)))
-    return [units[len(units) * j // parts : len(units) * (j + 1) // parts] for j in range(parts)]
+def _unit_pass(
+    src: torch.Tensor,
+    mats: torch.Tensor,
+    pairs: PairList,
+    identity: int,
+    parts: int,
+    out: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    x: torch.Tensor | None = None,
+    partial: torch.Tensor | None = None,
+) -> None:
+    """One pass over ``pairs`` (see the module doc), unit by unit on ``parts`` threads.
 
+    ``out`` (``(num_dst, C)``, optional): ``init + Σ src[s] @ mats[k]``. ``partial`` (``(U, K, C_src,
+    C_x)`` zeros, optional): ``partial[u, k] = Σ_{pairs of unit u, offset k} src[s]ᵀ x[r]``.
+    """
+    unit, ptr, n = pairs.unit, pairs.unit_ptr, pairs.num_dst
+    src_np = src.numpy()
+    out_np = out.numpy() if out is not None else None
+    x_np = x.numpy() if x is not None else None
+    mat_list = mats.unbind(0)
 
-def _offset_blocks(ptr: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(offset, start, stop)`` pair blocks: each offset's range cut every ``BLOCK`` pairs."""
-    return [
-        (k, s, min(s + BLOCK, int(ptr[k + 1])))
-        for k in range(len(ptr) - 1)
-        for s in range(int(ptr[k]), int(ptr[k + 1]), BLOCK)
-    ]
+    def work(u: int) -> None:
+        s, e = u * unit, min(n, (u + 1) * unit)
+        lo, hi = ptr[u], ptr[u + 1]
+        counts = (hi - lo).tolist()
+        ks = [k for k, c in enumerate(counts) if c]
+        sizes = [counts[k] for k in ks]
+        total = sum(sizes)
+        if out is not None:
+            rows = out[s:e]
+            if identity >= 0:
+                torch.mm(src[s:e], mat_list[identity], out=rows)
+                if bias is not None:
+                    rows += bias
+            elif bias is not None:
+                rows.copy_(bias.expand_as(rows))
+            else:
+                rows.zero_()
+        part = partial[u].unbind(0) if partial is not None else None
+        if part is not None and identity >= 0:
+            torch.mm(src[s:e].t(), x[s:e], out=part[identity])
+        if total == 0:
+            return
+        buf = src.new_empty(total, src.shape[1])
+        if part is not None:
+            xbuf = x.new_empty(total, x.shape[1])
+            _gather2(buf.numpy(), src_np, pairs.src, xbuf.numpy(), x_np, pairs.dst, lo, hi)
+            for k, g, xk in zip(ks, buf.split(sizes), xbuf.split(sizes), strict=True):
+                torch.mm(g.t(), xk, out=part[k])
+        else:
+            _gather(buf.numpy(), src_np, pairs.src, lo, hi)
+        if out is not None:
+            prod = src.new_empty(total, mats.shape[2])
+            for k, g, pk in zip(ks, buf.split(sizes), prod.split(sizes), strict=True):
+                torch.mm(g, mat_list[k], out=pk)
+            _scatter_add(out_np, prod.numpy(), pairs.dst, lo, hi)
 
-
-def _gather_mm(
-    src: torch.Tensor, index: np.ndarray, mats: torch.Tensor, ptr: np.ndarray, parts: int
-) -> torch.Tensor:
-    """``out[s:e] = src[index[s:e]] @ mats[k]`` over each offset's pairs; ``(P, mats.shape[2])``."""
-    index_t = torch.from_numpy(index)
-    gathered = src.new_empty(len(index), src.shape[1])
-    out = src.new_empty(len(index), mats.shape[2])
-
-    def work(blocks: list[tuple[int, int, int]]) -> None:
-        for k, s, e in blocks:
-            torch.index_select(src, 0, index_t[s:e], out=gathered[s:e])
-            torch.mm(gathered[s:e], mats[k], out=out[s:e])
-
-    run_parallel([lambda b=b: work(b) for b in _split(_offset_blocks(ptr), parts)])
-    return out
-
-
-def _rows_mm(a: torch.Tensor, mat: torch.Tensor, parts: int) -> torch.Tensor:
-    """``a @ mat`` in fixed ``BLOCK``-row GEMMs."""
-    out = a.new_empty(a.shape[0], mat.shape[1])
-
-    def work(starts: list[int]) -> None:
-        for s in starts:
-            torch.mm(a[s : s + BLOCK], mat, out=out[s : s + BLOCK])
-
-    run_parallel([lambda b=b: work(b) for b in _split(list(range(0, a.shape[0], BLOCK)), parts)])
-    return out
-
-
-def _base(
-    rows: torch.Tensor, mat: torch.Tensor | None, bias: torch.Tensor | None, n: int, c: int, parts: int
-):
-    """Starting value of the sums: ``rows @ mat`` (identity offset) and/or the bias, else zeros."""
-    if mat is not None:
-        out = _rows_mm(rows, mat, parts)
-        if bias is not None:
-            out += bias
-        return out
-    if bias is not None:
-        return bias.expand(n, c).contiguous()
-    return rows.new_zeros(n, c)
-
-
-def _segment_sum(base: torch.Tensor, buf: torch.Tensor, ptr: np.ndarray, order: np.ndarray, parts: int):
-    if buf.shape[0] and base.shape[1]:
-        run_rows(_segment_sum_, base.shape[0], _np(base), _np(buf), ptr, order, parts=parts)
-    return base
+    run_units(work, pairs.num_units, parts)
 
 
 class _SparseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, weight, bias, rules: Rulebook):  # type: ignore[override]
-        c_out, _, _ = weight.shape
-        centre = rules.identity_offset
+        c_out = weight.shape[0]
         features, weight = features.detach().contiguous(), weight.detach()
         bias = bias.detach() if bias is not None else None
+        out = features.new_empty(rules.num_out, c_out)
         with _torch_single_threaded() as parts:
             w_t = weight.permute(1, 2, 0).contiguous()  # (K, C_in, C_out): x_k @ w_t[k]
-            mat = w_t[centre] if centre >= 0 else None
-            out = _base(features, mat, bias, rules.num_out, c_out, parts)
-            if rules.num_pairs:
-                products = _gather_mm(features, rules.in_index, w_t, rules.offset_ptr, parts)
-                _segment_sum(out, products, rules.out_ptr, rules.out_order, parts)
+            _unit_pass(features, w_t, rules.fwd, rules.identity_offset, parts, out=out, bias=bias)
         ctx.save_for_backward(features, weight)
         ctx.rules = rules
         ctx.has_bias = bias is not None
@@ -168,48 +193,28 @@ class _SparseConv(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         features, weight = ctx.saved_tensors
         rules: Rulebook = ctx.rules
-        _, k, c_in = weight.shape
+        c_out, k, c_in = weight.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_b = None
-        centre = rules.identity_offset
         with _torch_single_threaded() as parts:
             grad_out = grad_out.detach().contiguous()
-            if need_x:
+            if need_x or need_w:
                 w_k = weight.permute(1, 0, 2).contiguous()  # (K, C_out, C_in): g_k @ w_k[k]
-                mat = w_k[centre] if centre >= 0 else None
-                grad_x = _base(grad_out, mat, None, rules.num_in, c_in, parts)
-                if rules.num_pairs:
-                    products = _gather_mm(grad_out, rules.out_index, w_k, rules.offset_ptr, parts)
-                    _segment_sum(grad_x, products, rules.in_ptr, rules.in_order, parts)
-            if need_w:
-                grad_w = _weight_grad(features, grad_out, rules, k, parts)
+                grad_x = features.new_empty(rules.num_in, c_in) if need_x else None
+                pairs = rules.bwd
+                partial = features.new_zeros(pairs.num_units, k, c_out, c_in) if need_w else None
+                _unit_pass(
+                    grad_out, w_k, pairs, rules.identity_offset, parts,
+                    out=grad_x, x=features if need_w else None, partial=partial,
+                )  # fmt: skip
+                if need_w:
+                    total = features.new_zeros(k, c_out, c_in)
+                    for u in range(partial.shape[0]):  # fixed order: unit 0, 1, ...
+                        total += partial[u]
+                    grad_w = total.permute(1, 0, 2)
             if need_b and ctx.has_bias:
-                grad_b = torch.from_numpy(_column_sum(_np(grad_out))).to(grad_out.dtype)
+                grad_b = torch.from_numpy(_column_sum(grad_out.numpy())).to(grad_out.dtype)
         return grad_x, grad_w, grad_b, None
-
-
-def _weight_grad(features: torch.Tensor, grad_out: torch.Tensor, rules: Rulebook, k: int, parts: int):
-    """``(C_out, K, C_in)``: offset ``j`` gets ``grad_out[out_j]ᵀ @ features[in_j]``, one GEMM per offset."""
-    grad_w = grad_out.new_zeros(k, grad_out.shape[1], features.shape[1])
-    ptr, in_t, out_t = rules.offset_ptr, torch.from_numpy(rules.in_index), torch.from_numpy(rules.out_index)
-
-    def work(offsets: list[int]) -> None:
-        for j in offsets:
-            if j == rules.identity_offset:
-                torch.mm(grad_out.t(), features, out=grad_w[j])
-                continue
-            s, e = int(ptr[j]), int(ptr[j + 1])
-            if e > s:
-                g = grad_out.index_select(0, out_t[s:e])
-                torch.mm(g.t(), features.index_select(0, in_t[s:e]), out=grad_w[j])
-
-    sizes = np.diff(ptr).astype(np.int64)
-    if rules.identity_offset >= 0:
-        sizes[rules.identity_offset] = rules.num_in
-    order = [int(j) for j in np.argsort(-sizes, kind="stable") if sizes[j] > 0]
-    groups = [order[j::parts] for j in range(parts)]  # largest first, dealt round-robin
-    run_parallel([lambda g=g: work(g) for g in groups if g])
-    return grad_w.permute(1, 0, 2)
 
 
 def sparse_conv(

@@ -32,10 +32,10 @@ BATCH = 2
 
 @pytest.fixture(autouse=True)
 def tiny_work_units(monkeypatch):
-    """Cut work into units of 16 rows / pairs so that small test inputs exercise the threaded split."""
-    from perception.ops import _sparse_kernels, _sparse_rules
+    """Work units of 16 rows (and 16-row thread splits) so that small test inputs exercise the threaded split."""
+    from perception.ops import _sparse_rules
 
-    monkeypatch.setattr(_sparse_kernels, "BLOCK", 16)
+    monkeypatch.setattr(_sparse_rules, "UNIT", 16)
     monkeypatch.setattr(_sparse_rules, "MIN_ROWS", 16)
 
 
