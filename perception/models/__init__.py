@@ -1,0 +1,19 @@
+"""Models: plain ``nn.Module`` parts (encoders, backbones, heads) and their composition, the detector."""
+
+from perception.models.backbones import BEVBackbone, PillarScatter, SparseBackbone3d
+from perception.models.detector import Detector
+from perception.models.encoders import PointNetEncoder, PVTEncoder, VoxelFeatures
+from perception.models.heads import CenterHead, Detections, HeadOutput
+
+__all__ = [
+    "BEVBackbone",
+    "CenterHead",
+    "Detections",
+    "Detector",
+    "HeadOutput",
+    "PVTEncoder",
+    "PillarScatter",
+    "PointNetEncoder",
+    "SparseBackbone3d",
+    "VoxelFeatures",
+]

@@ -1,0 +1,7 @@
+"""Backbones: voxel features → dense BEV maps (scatter, sparse 3D), and BEV → BEV (2D)."""
+
+from perception.models.backbones.bev2d import BEVBackbone
+from perception.models.backbones.scatter import PillarScatter
+from perception.models.backbones.sparse3d import SparseBackbone3d
+
+__all__ = ["BEVBackbone", "PillarScatter", "SparseBackbone3d"]

@@ -1,0 +1,66 @@
+"""A 3D detector composed from parts: encoder → (3D backbone or scatter) → 2D backbone → head.
+
+Each part is a plain ``nn.Module`` built by LightningCLI from ``class_path`` / ``init_args``; the parts
+talk through typed values only:
+
+``Batch`` (points (N, C), batch_index (N,)) ──encoder──▶ :class:`VoxelFeatures` ──backbone_3d──▶
+BEV map (B, C', H, W) ──backbone_2d──▶ (B, C'', H', W') ──head──▶ :class:`HeadOutput`.
+
+The detector owns no losses or optimisers (the task does); it only forwards ``loss`` and ``predict`` to
+the head with the batch's ground truth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from perception.data.sample import Batch
+from perception.models.backbones.scatter import PillarScatter
+from perception.models.heads.center_head import CenterHead, Detections, HeadOutput
+
+__all__ = ["Detector"]
+
+
+class Detector(nn.Module):
+    """encoder → backbone_3d → backbone_2d → head.
+
+    Args:
+        encoder: ``(points (N, C), batch_index (N,), batch_size) -> VoxelFeatures``
+            (:class:`~perception.models.encoders.PointNetEncoder`, :class:`~perception.models.encoders.PVTEncoder`).
+        backbone_3d: ``VoxelFeatures -> (B, C', H, W)`` BEV map: a
+            :class:`~perception.models.backbones.SparseBackbone3d`, or a
+            :class:`~perception.models.backbones.PillarScatter`; None means a ``PillarScatter``.
+        backbone_2d: ``(B, C', H, W) -> (B, C'', H', W')``, e.g. :class:`~perception.models.backbones.BEVBackbone`.
+        head: a :class:`~perception.models.heads.CenterHead` whose ``out_stride`` is the product of the
+            backbones' strides, ``in_channels`` = C''.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        backbone_3d: nn.Module | None,
+        backbone_2d: nn.Module,
+        head: CenterHead,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.backbone_3d = backbone_3d if backbone_3d is not None else PillarScatter()
+        self.backbone_2d = backbone_2d
+        self.head = head
+
+    def forward(self, batch: Batch) -> HeadOutput:
+        """The head's dense maps for ``batch`` (on the model's device)."""
+        voxels = self.encoder(batch.points, batch.batch_index, batch.batch_size)
+        return self.head(self.backbone_2d(self.backbone_3d(voxels)))
+
+    def loss(self, output: HeadOutput, batch: Batch) -> dict[str, torch.Tensor]:
+        """The head's losses against ``batch.boxes`` / ``batch.labels``; ``"loss"`` is the total to minimise."""
+        return self.head.loss(output, batch.boxes, batch.labels)
+
+    def predict(self, output: HeadOutput, batch: Batch) -> list[Detections]:
+        """One :class:`Detections` per sample of ``batch`` (boxes in the lidar frame)."""
+        detections = self.head.decode(output)
+        if len(detections) != batch.batch_size:
+            raise ValueError(f"output has {len(detections)} samples but the batch {batch.batch_size}")
+        return detections

@@ -1,0 +1,169 @@
+"""Points grouped by voxel, and the voxel features the encoders hand to the backbones.
+
+Both point-to-voxel encoders (:mod:`.pointnet`, :mod:`.pvt`) start the same way: voxelize the batch on
+its device with :func:`perception.ops.voxelize.dynamic_voxelize` (no caps: every point in the range
+belongs to its voxel), sort the points so each voxel's points are contiguous, and decorate every point
+with PointPillars' offsets. :class:`PointGroups` carries that grouping with the segment reductions the
+encoders need (sum, max, mean over each voxel's points, and broadcasting a voxel value back to its
+points), so variable numbers of points per voxel need **no padding**: a voxel is a run of rows.
+
+Frames and units: points are in the lidar frame (x forward, y left, z up, metres); voxel coordinates are
+int32 ``[b, z, y, x]`` (spconv's order), sorted by ``(b, z, y, x)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from perception.ops.sparse import SparseConvTensor
+from perception.ops.voxelize import dynamic_voxelize
+
+__all__ = ["PointGroups", "VoxelFeatures", "group_points"]
+
+
+@dataclass(frozen=True)
+class VoxelFeatures:
+    """One feature vector per non-empty voxel: what an encoder gives a backbone.
+
+    Attributes:
+        features: (V, C) float, one row per voxel.
+        coords: (V, 4) int32 ``[b, z, y, x]`` voxel coordinates, sorted by ``(b, z, y, x)``, no duplicates.
+        spatial_shape: the grid's ``(D, H, W)`` = ``(nz, ny, nx)``.
+        batch_size: B, the number of samples (some may have no voxels).
+    """
+
+    features: torch.Tensor
+    coords: torch.Tensor
+    spatial_shape: tuple[int, int, int]
+    batch_size: int
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+    def to_sparse(self) -> SparseConvTensor:
+        """The same voxels as a :class:`~perception.ops.sparse.SparseConvTensor` (shares the tensors)."""
+        return SparseConvTensor(self.features, self.coords, list(self.spatial_shape), self.batch_size)
+
+
+@dataclass(frozen=True)
+class PointGroups:
+    """The points of a batch that fall in the grid, sorted so each voxel's points form one run of rows.
+
+    Attributes:
+        points: (N', C) float, the input points inside the grid, sorted by voxel (stable: within a voxel,
+            input order). Columns as the input: x, y, z (metres, lidar frame), then attributes.
+        voxel: (N',) int64, each point's voxel, non-decreasing, in ``[0, V)``.
+        num_points: (V,) int64, the points of each voxel (>= 1); sums to N'.
+        coords: (V, 4) int32 ``[b, z, y, x]``, sorted by ``(b, z, y, x)``.
+        spatial_shape: the grid's ``(D, H, W)``.
+        batch_size: B.
+        voxel_size: (3,) ``[dx, dy, dz]`` metres.
+        range_min: (3,) ``[x_min, y_min, z_min]`` metres, the grid's corner.
+    """
+
+    points: torch.Tensor
+    voxel: torch.Tensor
+    num_points: torch.Tensor
+    coords: torch.Tensor
+    spatial_shape: tuple[int, int, int]
+    batch_size: int
+    voxel_size: tuple[float, float, float]
+    range_min: tuple[float, float, float]
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+    # Segment reductions over each voxel's run of points: deterministic (no atomics), with autograd.
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """(N', ...) per-point values → (V, ...) per-voxel sums."""
+        return torch.segment_reduce(x, "sum", lengths=self.num_points, axis=0, unsafe=True)
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        """(N', ...) → (V, ...) element-wise maxima (every voxel has a point, so no -inf)."""
+        return torch.segment_reduce(x, "max", lengths=self.num_points, axis=0, unsafe=True)
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """(N', ...) → (V, ...) means."""
+        return torch.segment_reduce(x, "mean", lengths=self.num_points, axis=0, unsafe=True)
+
+    def broadcast(self, x: torch.Tensor) -> torch.Tensor:
+        """(V, ...) per-voxel values → (N', ...), each point getting its voxel's row.
+
+        The gradient is a segment sum over each voxel's points (not ``index_select``'s atomic
+        ``index_add``), so the backward pass is deterministic on a GPU too.
+        """
+        return _Broadcast.apply(x, self.voxel, self.num_points)
+
+    def voxel_centres(self) -> torch.Tensor:
+        """(V, 3) float32 ``[x, y, z]`` metres: the centre of each voxel."""
+        zyx = self.coords[:, 1:].to(torch.float32)
+        size = torch.tensor(self.voxel_size, dtype=torch.float32, device=zyx.device)
+        lo = torch.tensor(self.range_min, dtype=torch.float32, device=zyx.device)
+        return (zyx.flip(1) + 0.5) * size + lo
+
+    def decorated(self) -> torch.Tensor:
+        """(N', C + 6) PointPillars' decoration of each point, in the points' dtype:
+        ``[x, y, z, attributes..., xyz - voxel's point mean (3), xyz - voxel centre (3)]``."""
+        xyz = self.points[:, :3]
+        to_mean = xyz - self.broadcast(self.mean(xyz))
+        to_centre = xyz - self.broadcast(self.voxel_centres().to(xyz.dtype))
+        return torch.cat([self.points, to_mean, to_centre], dim=1)
+
+
+class _Broadcast(torch.autograd.Function):
+    """``x.index_select(0, voxel)`` for a non-decreasing ``voxel``, with a segment-sum backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, voxel: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(num_points)
+        return x.index_select(0, voxel)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (num_points,) = ctx.saved_tensors
+        return torch.segment_reduce(grad, "sum", lengths=num_points, axis=0, unsafe=True), None, None
+
+
+def group_points(
+    points: torch.Tensor,
+    batch_index: torch.Tensor,
+    voxel_size: Sequence[float],
+    point_cloud_range: Sequence[float],
+    batch_size: int | None = None,
+) -> PointGroups:
+    """Voxelize a batch on its device and group the points by voxel (points outside the range dropped).
+
+    Args:
+        points: (N, C) float, C >= 3, x, y, z metres (lidar frame) then attributes; any device.
+        batch_index: (N,) int, the sample of each point (>= 0), same device.
+        voxel_size: (3,) ``[dx, dy, dz]`` metres.
+        point_cloud_range: (6,) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` metres.
+        batch_size: B; by default ``batch_index.max() + 1`` (a device sync), or 1 for no points.
+
+    Returns:
+        A :class:`PointGroups`. Permuting the input points (with their batch indices) permutes only
+        the order of points within each voxel's run; voxels and their coordinates stay the same.
+    """
+    if batch_size is None:
+        batch_size = int(batch_index.max()) + 1 if batch_index.numel() else 1
+    dyn = dynamic_voxelize(points, voxel_size, point_cloud_range, batch_index)
+    inside = (dyn.point_voxel >= 0).nonzero().squeeze(1)
+    voxel = dyn.point_voxel[inside]
+    order = torch.sort(voxel, stable=True).indices
+    index = inside[order]
+    return PointGroups(
+        points=points[index],
+        voxel=voxel[order],
+        num_points=dyn.num_points.long(),
+        coords=dyn.coords,
+        spatial_shape=dyn.spatial_shape,
+        batch_size=int(batch_size),
+        voxel_size=tuple(float(v) for v in voxel_size),  # type: ignore[arg-type]
+        range_min=tuple(float(v) for v in point_cloud_range[:3]),  # type: ignore[arg-type]
+    )
