@@ -1,0 +1,271 @@
+"""The detection DataModule: datasets, augmentation and loaders for a KITTI-layout root.
+
+Two choices worth knowing:
+
+- **Epochs.** The train loader's sampler is an :class:`~perception.data.datasets.EpochSampler`: it
+  yields ``(epoch, index)`` keys and Lightning's fit loop calls its ``set_epoch`` at every epoch
+  start, so sample ``i`` of epoch ``e`` is augmented with ``default_rng([seed, e, i])`` whatever the
+  number of workers (persistent ones included). Outside Lightning call :meth:`DetectionDataModule.set_epoch`.
+- **Workers and numba.** numba's ``parallel=True`` kernels run on GNU OpenMP here, and a process
+  forked after the parent used it dies when it uses it again ("fork() called from a process
+  already using GNU OpenMP"). Workers therefore start from a ``forkserver`` by default: a clean
+  process that never ran OpenMP forks them, whatever the parent did, and numba's threading layer
+  stays OpenMP (the fast, thread-safe one) for the rest of the program. The server preloads
+  lightning, torch and perception, so a worker starts in well under a second once the server is up
+  (a few seconds, started in :meth:`~DetectionDataModule.setup` so it overlaps building the model);
+  ``persistent_workers=True`` (the default) keeps them for the whole fit. As with ``spawn``, the
+  main script must guard its entry point with ``if __name__ == "__main__":`` and transforms must be
+  picklable (plain classes are). Pass ``multiprocessing_context="fork"`` for the fastest start when
+  nothing in the parent uses numba's OpenMP layer, or when ``NUMBA_THREADING_LAYER=workqueue`` is
+  set before numba's first parallel call.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import multiprocessing.forkserver
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, Sampler
+
+from perception.data.database import INDEX_NAME, build_gt_database
+from perception.data.datasets import EpochSampler, KittiDetectionDataset
+from perception.data.sample import collate
+from perception.data.transforms import (
+    CameraFovFilter,
+    GlobalRotation,
+    GlobalScaling,
+    GroundTruthSampling,
+    PointShuffle,
+    RandomFlip,
+    RangeFilter,
+    Transform,
+)
+
+__all__ = ["DetectionDataModule", "default_train_transforms", "default_val_transforms"]
+
+KITTI_RANGE: tuple[float, ...] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+"""OpenPCDet's KITTI point-cloud range ``[x_min, y_min, z_min, x_max, y_max, z_max]``, metres."""
+
+_SAMPLE_COUNTS = {"Car": 15, "Pedestrian": 10, "Cyclist": 10}
+
+
+def default_train_transforms(
+    point_cloud_range: Sequence[float],
+    class_names: Sequence[str] = ("Car", "Pedestrian", "Cyclist"),
+    database: str | None = None,
+    camera_fov_only: bool = True,
+) -> list[Transform]:
+    """The usual KITTI augmentation (OpenPCDet's SECOND / PV-RCNN configs).
+
+    The camera field-of-view filter (``camera_fov_only``), ground-truth sampling (when ``database``
+    is given; Car 15, Pedestrian 10, Cyclist 10, other classes 10, objects with ≥ 5 points and a
+    KITTI difficulty), flip across the x axis, rotation in ±π/4, scaling in [0.95, 1.05], the range
+    filter, point shuffle.
+    """
+    transforms: list[Transform] = [CameraFovFilter()] if camera_fov_only else []
+    if database is not None:
+        counts = {name: _SAMPLE_COUNTS.get(name, 10) for name in class_names}
+        transforms.append(GroundTruthSampling(database, counts, class_names=class_names))
+    return [
+        *transforms,
+        RandomFlip(("x",)),
+        GlobalRotation(math.pi / 4),
+        GlobalScaling(0.95, 1.05),
+        RangeFilter(point_cloud_range),
+        PointShuffle(),
+    ]
+
+
+def default_val_transforms(
+    point_cloud_range: Sequence[float], camera_fov_only: bool = True
+) -> list[Transform]:
+    """Validation and prediction: the camera field-of-view and range filters (no randomness)."""
+    return (
+        [CameraFovFilter(), RangeFilter(point_cloud_range)]
+        if camera_fov_only
+        else [RangeFilter(point_cloud_range)]
+    )
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Detection data from a KITTI-layout root (real KITTI or the synthetic default).
+
+    Args:
+        root: dataset root (see data/README.md).
+        class_names: training classes; labels index into them.
+        point_cloud_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]`` metres, for the default
+            transforms' range filter.
+        train_split, val_split: ImageSets names.
+        predict_split: ImageSets name for ``predict_dataloader`` (default: ``val_split``).
+        predict_split_folder: its folder (``testing`` for the KITTI test set; default ``split_folder``).
+        train_transforms: the training pipeline; None gives :func:`default_train_transforms`.
+        val_transforms: validation / prediction pipeline; None gives :func:`default_val_transforms`.
+        database: ground-truth database folder (e.g. ``data/synthetic/gt_database``). Used by the
+            default train transforms; :meth:`prepare_data` builds it from ``train_split`` when missing.
+        camera_fov_only: the default transforms keep only the points in the camera's view (KITTI
+            labels objects only there); no effect on explicit transforms.
+        batch_size: training batch size; val_batch_size: validation / prediction (default the same).
+        num_workers: DataLoader workers (0: load in the main process).
+        seed: augmentation and shuffle seed.
+        pin_memory: pin batches for faster copies to a GPU.
+        persistent_workers: keep workers between epochs (only with ``num_workers > 0``).
+        multiprocessing_context: how workers start: ``forkserver`` (default, see the module
+            docstring), ``spawn`` or ``fork``.
+        split_folder: ``training``.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthetic",
+        class_names: Sequence[str] = ("Car", "Pedestrian", "Cyclist"),
+        point_cloud_range: Sequence[float] = KITTI_RANGE,
+        train_split: str = "train",
+        val_split: str = "val",
+        predict_split: str | None = None,
+        predict_split_folder: str | None = None,
+        train_transforms: list[Transform] | None = None,
+        val_transforms: list[Transform] | None = None,
+        database: str | None = None,
+        camera_fov_only: bool = True,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        multiprocessing_context: str | None = "forkserver",
+        split_folder: str = "training",
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1) or num_workers < 0:
+            raise ValueError(
+                f"need batch sizes >= 1 and num_workers >= 0, got {batch_size}, {val_batch_size}, {num_workers}"
+            )
+        self.save_hyperparameters(ignore=["train_transforms", "val_transforms"])
+        self.root = root
+        self.class_names = tuple(class_names)
+        self.point_cloud_range = tuple(float(v) for v in point_cloud_range)
+        self.train_split, self.val_split = train_split, val_split
+        self.predict_split = predict_split or val_split
+        self.predict_split_folder = predict_split_folder or split_folder
+        self.database = database
+        self.train_transforms = (
+            list(train_transforms)
+            if train_transforms is not None
+            else default_train_transforms(self.point_cloud_range, self.class_names, database, camera_fov_only)
+        )
+        self.val_transforms = (
+            list(val_transforms)
+            if val_transforms is not None
+            else default_val_transforms(self.point_cloud_range, camera_fov_only)
+        )
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.multiprocessing_context = multiprocessing_context
+        self.split_folder = split_folder
+        self.train_set: KittiDetectionDataset | None = None
+        self.val_set: KittiDetectionDataset | None = None
+        self.predict_set: KittiDetectionDataset | None = None
+        self._epoch = 0
+        self._train_sampler: EpochSampler | None = None
+
+    def _dataset(
+        self, split: str, transforms: list[Transform], folder: str | None = None
+    ) -> KittiDetectionDataset:
+        return KittiDetectionDataset(
+            self.root,
+            split,
+            self.class_names,
+            transforms,
+            seed=self.seed,
+            split_folder=folder or self.split_folder,
+        )
+
+    def prepare_data(self) -> None:
+        """Build the ground-truth database from the train split when ``database`` is set and missing."""
+        if self.database is not None and not (Path(self.database) / INDEX_NAME).is_file():
+            self._dataset(self.train_split, [])  # a missing root fails here with the helpful message
+            build_gt_database(
+                self.root,
+                self.database,
+                self.train_split,
+                self.class_names,
+                self.split_folder,
+                self.val_split,
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.num_workers > 0:
+            self._worker_context()  # start the forkserver early, while the model is being built
+        if stage in (None, "fit"):
+            self.train_set = self._dataset(self.train_split, self.train_transforms)
+        if stage in (None, "fit", "validate"):
+            self.val_set = self._dataset(self.val_split, self.val_transforms)
+        if stage in (None, "predict"):
+            self.predict_set = self._dataset(
+                self.predict_split, self.val_transforms, self.predict_split_folder
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the train loader gives next (Lightning sets it itself)."""
+        self._epoch = int(epoch)
+        if self._train_sampler is not None:
+            self._train_sampler.set_epoch(epoch)
+
+    def _worker_context(self) -> multiprocessing.context.BaseContext:
+        context = multiprocessing.get_context(self.multiprocessing_context)
+        if self.multiprocessing_context == "forkserver":
+            # The server imports lightning, torch and perception once and every worker forks from it
+            # with them loaded (else each worker imports them again when it re-imports the main
+            # script: seconds each, for every loader). Started here, it loads them in the background
+            # while this process goes on; preloading has no effect once the server runs.
+            # ("__main__" is not preloaded: Python < 3.14 ignores it for scripts.)
+            context.set_forkserver_preload(["lightning", "perception.data.datasets"])
+            multiprocessing.forkserver.ensure_running()
+        return context
+
+    def _loader(self, dataset: KittiDetectionDataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        workers = {}
+        if self.num_workers > 0:
+            workers = {
+                "multiprocessing_context": self._worker_context(),
+                "persistent_workers": self.persistent_workers,
+            }
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory,
+            **workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        self._train_sampler = EpochSampler(len(self.train_set), shuffle=True, seed=self.seed)
+        self._train_sampler.set_epoch(self._epoch)
+        return self._loader(self.train_set, self.batch_size, self._train_sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        assert self.val_set is not None
+        return self._loader(self.val_set, self.val_batch_size, None)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_set is None:
+            self.setup("predict")
+        assert self.predict_set is not None
+        return self._loader(self.predict_set, self.val_batch_size, None)
