@@ -1,0 +1,96 @@
+"""The LightningCLI behind ``tools/train.py`` and ``tools/eval.py``.
+
+A config is one YAML file with ``model`` (the :class:`DetectionTask` and, inside it, the detector tree
+as ``class_path``/``init_args``), ``data`` (the :class:`DetectionDataModule`) and ``trainer`` sections.
+A bare config name (``pvt_synthetic.yaml``) is looked up in the repository's ``configs/`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+
+from perception.data.datamodules import DetectionDataModule
+from perception.tasks.detection import DetectionTask
+
+__all__ = ["CONFIG_DIR", "DetectionCLI", "resolve_config_args"]
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def resolve_config_args(argv: list[str], default_subcommand: str = "fit") -> list[str]:
+    """Put a subcommand first if none is given, and resolve bare config names in ``configs/``.
+
+    ``["--config", "pvt_synthetic.yaml"]`` → ``["fit", "--config", "/…/configs/pvt_synthetic.yaml"]``.
+    A config that exists neither as given nor in ``configs/`` raises ``FileNotFoundError`` listing the
+    configs there.
+    """
+    args = list(argv)
+    if not args or args[0] not in SUBCOMMANDS:
+        args.insert(0, default_subcommand)
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            value, index = args[i + 1], i + 1
+        elif arg.startswith("--config="):
+            value, index = arg.split("=", 1)[1], i
+        if value is None or Path(value).exists():
+            continue
+        candidate = CONFIG_DIR / value
+        if not candidate.suffix:
+            candidate = candidate.with_suffix(".yaml")
+        if not candidate.is_file():
+            known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+            raise FileNotFoundError(
+                f"config {value!r} not found as a path nor in {CONFIG_DIR} (there: {known})"
+            )
+        args[index] = str(candidate) if index == i + 1 else f"--config={candidate}"
+    return args
+
+
+class DetectionCLI(LightningCLI):
+    """LightningCLI for :class:`DetectionTask` + :class:`DetectionDataModule`.
+
+    ``data.class_names`` is linked to ``model.class_names``, so classes are named once. Defaults: a
+    rich progress bar, a CSV logger under ``outputs/``, checkpoints of the last and the best epoch by
+    the validation loss, and the learning rate logged every step.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault(
+            "trainer_defaults",
+            {
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": "outputs", "name": "detection"},
+                },
+                "callbacks": [RichProgressBar(leave=True), LearningRateMonitor(logging_interval="step")],
+            },
+        )
+        super().__init__(DetectionTask, DetectionDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.class_names", "model.class_names")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {"checkpoint.monitor": "val/loss", "checkpoint.save_last": True, "checkpoint.filename": "best"}
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``python tools/train.py [fit|validate|predict] --config NAME.yaml [overrides]``."""
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    args = resolve_config_args(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        # LightningCLI reads sys.argv itself; giving it the resolved list there avoids its
+        # "args and command line both given" warning.
+        sys.argv = [sys.argv[0], *args]
+        DetectionCLI()
+    else:
+        DetectionCLI(args=args)

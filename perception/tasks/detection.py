@@ -1,0 +1,149 @@
+"""``DetectionTask``: the LightningModule that trains and evaluates a 3D detector.
+
+The model (:class:`perception.models.detector.Detector`) knows nothing of trainers; the task owns the
+optimiser and schedule (AdamW + one-cycle), logging, the KITTI metric on validation, and writing
+KITTI result files when predicting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from perception.data.kitti import KittiObjects, objects_from_lidar_boxes, write_label
+from perception.data.sample import Batch
+from perception.eval.kitti import KittiAP
+from perception.models.detector import Detector
+
+__all__ = ["DetectionTask"]
+
+log = logging.getLogger(__name__)
+
+# The KITTI metric's headline numbers, logged every validation (all keys go to the JSON report).
+HEADLINE = ("3d/easy_R40", "3d/moderate_R40", "3d/hard_R40", "bev/moderate_R40")
+
+
+class DetectionTask(L.LightningModule):
+    """Train, validate and predict with a :class:`Detector`.
+
+    Args:
+        model: the detector (encoder → backbones → head).
+        class_names: training classes, in label order (their KITTI spellings).
+        lr: peak learning rate of the one-cycle schedule.
+        weight_decay: AdamW weight decay.
+        pct_start: share of the steps spent warming up.
+        div_factor: initial lr = lr / div_factor; final lr = initial / 1e4 (one-cycle defaults).
+        evaluate_kitti: run the KITTI AP on validation (needs each sample's ``meta["calib"]`` and
+            ``meta["gt_objects"]``, as the KITTI datasets provide).
+        predictions_dir: where ``predict`` writes KITTI result files (one per frame).
+        compile: wrap the model in ``torch.compile`` (GPU training; off on the CPU by default).
+    """
+
+    def __init__(
+        self,
+        model: Detector,
+        class_names: list[str],
+        lr: float = 3e-3,
+        weight_decay: float = 0.01,
+        pct_start: float = 0.4,
+        div_factor: float = 10.0,
+        evaluate_kitti: bool = True,
+        predictions_dir: str | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = torch.compile(model) if compile else model
+        self.class_names = list(class_names)
+        self.kitti_ap = KittiAP(
+            classes=[c for c in self.class_names if c in ("Car", "Pedestrian", "Cyclist")]
+        )
+        self.last_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def forward(self, batch: Batch):
+        return self.model(batch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        losses = self.model.loss(self.model(batch), batch)
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in losses.items()},
+            prog_bar=False,
+            batch_size=batch.batch_size,
+        )
+        self.log("loss", losses["loss"].detach(), prog_bar=True, batch_size=batch.batch_size, logger=False)
+        return losses["loss"]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        output = self.model(batch)
+        losses = self.model.loss(output, batch)
+        self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
+        if self.hparams.evaluate_kitti:
+            detections = self.model.predict(output, batch)
+            self.kitti_ap.update(
+                self._kitti_predictions(detections, batch), [m["gt_objects"] for m in batch.meta]
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.hparams.evaluate_kitti:
+            return
+        metrics = self.kitti_ap.compute()
+        self.kitti_ap.reset()
+        self.last_metrics = metrics
+        for name in self.kitti_ap.classes:
+            for key in HEADLINE:
+                value = metrics.get(f"{name}_{key}", math.nan)
+                if not math.isnan(value):
+                    self.log(f"val/{name}_{key}", value, prog_bar=key == "3d/moderate_R40", sync_dist=False)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[KittiObjects]:
+        objects = self._kitti_predictions(self.model.predict(self.model(batch), batch), batch)
+        if self.hparams.predictions_dir:
+            out = Path(self.hparams.predictions_dir)
+            for frame_id, frame_objects in zip(batch.frame_ids, objects, strict=True):
+                write_label(out / f"{frame_id}.txt", frame_objects, fsync=False)
+        return objects
+
+    # ------------------------------------------------------------------------------------ optimiser
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=self.hparams.lr,
+            total_steps=total,
+            pct_start=self.hparams.pct_start,
+            div_factor=self.hparams.div_factor,
+            anneal_strategy="cos",
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -------------------------------------------------------------------------------------- helpers
+
+    def _kitti_predictions(self, detections, batch: Batch) -> list[KittiObjects]:
+        """Detections as KITTI result rows (camera boxes, projected 2D boxes, alpha, scores) per frame.
+
+        The metric and the result files see exactly the same rows.
+        """
+        names = np.asarray(self.class_names)
+        rows = []
+        for det, meta in zip(detections, batch.meta, strict=True):
+            labels = det.labels.detach().cpu().numpy()
+            rows.append(
+                objects_from_lidar_boxes(
+                    det.boxes.detach().double().cpu().numpy(),
+                    names[labels] if len(labels) else np.zeros(0, dtype="<U16"),
+                    meta["calib"],
+                    scores=det.scores.detach().float().cpu().numpy(),
+                    image_shape=meta.get("image_shape") or (375, 1242),
+                )
+            )
+        return rows
