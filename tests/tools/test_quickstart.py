@@ -14,11 +14,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_quickstart_generates_summarises_and_draws(tmp_path):
-    data, out = tmp_path / "synthetic", tmp_path / "pictures"
+def test_quickstart_generates_summarises_draws_and_trains(tmp_path):
+    data, out, run = tmp_path / "synthetic", tmp_path / "pictures", tmp_path / "run"
     cmd = [sys.executable, str(REPO / "tools/quickstart.py"), "--data", str(data), "--frames", "10",
-           "--workers", "1", "--out", str(out)]  # fmt: skip
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+           "--workers", "1", "--out", str(out), "--run-dir", str(run)]  # fmt: skip
+    # A tiny training: one epoch of two batches, one validation batch, loading in this process.
+    tiny = ["--epochs", "1", "--", "--data.num_workers", "0", "--data.batch_size", "2",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]  # fmt: skip
+    first = subprocess.run([*cmd, *tiny], capture_output=True, text=True, timeout=600, check=True)
     assert "generated 10 frames" in first.stdout
     assert "labelled objects by KITTI difficulty" in first.stdout and "Car" in first.stdout
     val = read_split(data, "val")
@@ -26,6 +29,11 @@ def test_quickstart_generates_summarises_and_draws(tmp_path):
     picture = out / f"bev_{val[0]}.png"
     assert picture.stat().st_size > 10_000 and picture.read_bytes()[:4] == b"\x89PNG"
     assert load_frame(data, val[0]).num_boxes > 0
-    # A second run finds the dataset and does not regenerate it.
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    # It trained pvt_synthetic.yaml and printed the KITTI table of the final validation.
+    assert "training pvt_synthetic.yaml" in first.stdout
+    assert "Car AP_R40:" in first.stdout and "3D AP R40 moderate" in first.stdout
+    assert list(run.glob("detection/version_*/checkpoints/last.ckpt"))
+    # A second run finds the dataset and does not regenerate it; --no-train stops after the picture.
+    second = subprocess.run([*cmd, "--no-train"], capture_output=True, text=True, timeout=300, check=True)
     assert "found" in second.stdout and "generated" not in second.stdout
+    assert "training" not in second.stdout
