@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.data.kitti import KittiCalibration, KittiObjects, write_label
+from perception.data.kitti import KITTI_CLASSES, KittiCalibration, KittiObjects, write_label
 from perception.data.synthetic.camera import base_calibration
 from perception.eval.kitti import evaluate, evaluate_folders
 from perception.geometry.camera import observation_angle, project_boxes_to_image
 
 IMAGE_SHAPE = (375, 1242)
 # Class mix of KITTI's training labels (DontCare ~ 28 %), and their sizes (l, h, w) in metres.
-_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
+_CLASSES = KITTI_CLASSES  # the draw below follows this order
 _CLASS_P = (0.55, 0.055, 0.02, 0.085, 0.005, 0.03, 0.01, 0.02, 0.225)
 _SIZE = {
     "Car": (3.9, 1.5, 1.6),

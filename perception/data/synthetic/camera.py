@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -65,15 +67,7 @@ def sample_calibration(rng: np.random.Generator, jitter: bool) -> KittiCalibrati
     tr = calib.Tr_velo_to_cam.copy()
     tr[:, :3] = _small_rotation(rng, np.deg2rad(0.1)) @ tr[:, :3]
     tr[:, 3] += rng.normal(0.0, 0.01, 3)
-    return KittiCalibration(
-        P0=calib.P0,
-        P1=calib.P1,
-        P2=calib.P2,
-        P3=calib.P3,
-        R0_rect=calib.R0_rect,
-        Tr_velo_to_cam=tr,
-        Tr_imu_to_velo=calib.Tr_imu_to_velo,
-    )
+    return dataclasses.replace(calib, Tr_velo_to_cam=tr)
 
 
 def image_boxes(
