@@ -374,7 +374,10 @@ class GroundTruthSampling(Transform):
     For each class in ``sample_counts``, ``count − (objects of that class already in the frame)``
     objects are drawn (``count`` itself with ``fill=False``), where they were in their source frame.
     Candidates are accepted in order when their BEV IoU with every box of the frame and every box
-    accepted before is 0. The scene points inside an accepted box are removed and the object's points
+    accepted before is 0. "Every box of the frame" includes the objects of other classes (Van,
+    Truck, Misc, ... — not in ``sample.boxes``) that the KITTI datasets list in
+    ``meta["gt_objects"]["boxes_lidar"]``: those boxes are in the frame as read, so this transform
+    must come before any geometric augmentation (as in :func:`~perception.data.datamodules.default_train_transforms`). The scene points inside an accepted box are removed and the object's points
     added; labels are the class's index in ``class_names``, difficulty the database's.
 
     Args:
@@ -433,7 +436,11 @@ class GroundTruthSampling(Transform):
         if not candidates:
             return sample.replace()
         boxes = np.stack([obj.box for _, obj in candidates]).astype(np.float64)
-        hit_scene = boxes_iou_bev(boxes, sample.boxes.astype(np.float64)).max(axis=1, initial=0.0) > 0
+        scene_boxes = sample.boxes.astype(np.float64)
+        others = sample.meta.get("gt_objects", {}).get("boxes_lidar")
+        if others is not None and len(others):
+            scene_boxes = np.concatenate([scene_boxes, np.asarray(others, np.float64).reshape(-1, 7)])
+        hit_scene = boxes_iou_bev(boxes, scene_boxes).max(axis=1, initial=0.0) > 0
         overlap = boxes_iou_bev(boxes, boxes) > 0
         accepted: list[int] = []
         for i in range(len(candidates)):

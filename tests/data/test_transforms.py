@@ -260,6 +260,25 @@ def test_ground_truth_sampling_pastes_without_collisions(tiny):
     np.testing.assert_array_equal(a.points, b.points)
 
 
+def test_ground_truth_sampling_keeps_clear_of_objects_of_other_classes(tiny):
+    """Vans and Trucks are not training boxes, but a pasted Car must not land on one either."""
+    db = GroundTruthDatabase(tiny / "gt_database")
+    paste = GroundTruthSampling(db, {"Car": 40, "Pedestrian": 20}, difficulties=None)
+    ds = KittiDetectionDataset(tiny, "val", class_names=("Car", "Pedestrian"))
+    checked = 0
+    for i in range(len(ds)):
+        s = ds.load(i)
+        gt = s.meta["gt_objects"]
+        others = gt["boxes_lidar"][~np.isin(gt["names"], ("Car", "Pedestrian"))].astype(np.float64)
+        if not len(others):
+            continue
+        out = paste(s, np.random.default_rng(i))
+        new = out.boxes[len(s.boxes) :].astype(np.float64)
+        assert (boxes_iou_bev(new, others) == 0).all()
+        checked += len(others)
+    assert checked > 0  # the tiny dataset has Vans, Trucks or Cyclists to avoid
+
+
 def test_ground_truth_sampling_from_path_and_checks(tiny):
     paste = GroundTruthSampling(str(tiny / "gt_database"), {"Pedestrian": 50}, fill=False)
     s = KittiDetectionDataset(tiny, "val").load(0)
