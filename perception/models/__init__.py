@@ -3,7 +3,7 @@
 from perception.models.backbones import BEVBackbone, PillarScatter, SparseBackbone3d
 from perception.models.detector import Detector
 from perception.models.encoders import PointNetEncoder, PVTEncoder, VoxelFeatures
-from perception.models.heads import CenterHead, Detections, HeadOutput
+from perception.models.heads import CenterHead, Detections, HeadOutput, PointRefinementHead
 
 __all__ = [
     "BEVBackbone",
@@ -14,6 +14,7 @@ __all__ = [
     "PVTEncoder",
     "PillarScatter",
     "PointNetEncoder",
+    "PointRefinementHead",
     "SparseBackbone3d",
     "VoxelFeatures",
 ]

@@ -4,10 +4,15 @@ Each part is a plain ``nn.Module`` built by LightningCLI from ``class_path`` / `
 talk through typed values only:
 
 ``Batch`` (points (N, C), batch_index (N,)) ──encoder──▶ :class:`VoxelFeatures` ──backbone_3d──▶
-BEV map (B, C', H, W) ──backbone_2d──▶ (B, C'', H', W') ──head──▶ :class:`HeadOutput`.
+BEV map (B, C', H, W) ──backbone_2d──▶ (B, C'', H', W') ──head──▶ :class:`HeadOutput`
+──decode──▶ :class:`Detections` ──refiner (optional)──▶ refined :class:`Detections`.
 
-The detector owns no losses or optimisers (the task does); it only forwards ``loss`` and ``predict`` to
-the head with the batch's ground truth.
+The optional second stage (:class:`~perception.models.heads.PointRefinementHead`) refines the head's
+boxes from the raw points inside them; it trains on the head's detached detections, so the first
+stage's losses and gradients are the same with or without it.
+
+The detector owns no optimisers (the task does); it forwards ``loss`` and ``predict`` to the heads
+with the batch's ground truth.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch import nn
 from perception.data.sample import Batch
 from perception.models.backbones.scatter import PillarScatter
 from perception.models.heads.center_head import CenterHead, Detections, HeadOutput
+from perception.models.heads.point_refine import PointRefinementHead
 
 __all__ = ["Detector"]
 
@@ -34,6 +40,7 @@ class Detector(nn.Module):
         backbone_2d: ``(B, C', H, W) -> (B, C'', H', W')``, e.g. :class:`~perception.models.backbones.BEVBackbone`.
         head: a :class:`~perception.models.heads.CenterHead` whose ``out_stride`` is the product of the
             backbones' strides, ``in_channels`` = C''.
+        refiner: an optional second stage refining the head's boxes from the points in them.
     """
 
     def __init__(
@@ -42,12 +49,18 @@ class Detector(nn.Module):
         backbone_3d: nn.Module | None,
         backbone_2d: nn.Module,
         head: CenterHead,
+        refiner: PointRefinementHead | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.backbone_3d = backbone_3d if backbone_3d is not None else PillarScatter()
         self.backbone_2d = backbone_2d
         self.head = head
+        self.refiner = refiner
+        if refiner is not None and refiner.num_classes != head.num_classes:
+            raise ValueError(
+                f"refiner has {refiner.num_classes} classes but the head {head.num_classes} ({head.class_names})"
+            )
 
     def forward(self, batch: Batch) -> HeadOutput:
         """The head's dense maps for ``batch`` (on the model's device)."""
@@ -55,12 +68,24 @@ class Detector(nn.Module):
         return self.head(self.backbone_2d(self.backbone_3d(voxels)))
 
     def loss(self, output: HeadOutput, batch: Batch) -> dict[str, torch.Tensor]:
-        """The head's losses against ``batch.boxes`` / ``batch.labels``; ``"loss"`` is the total to minimise."""
-        return self.head.loss(output, batch.boxes, batch.labels)
+        """The heads' losses against ``batch.boxes`` / ``batch.labels``; ``"loss"`` is the total to minimise.
+
+        With a refiner, its RoIs come from the head's decoded detections (no gradient to the head)
+        and its ``"loss_refine"`` is added to ``"loss"``.
+        """
+        losses = self.head.loss(output, batch.boxes, batch.labels)
+        if self.refiner is not None:
+            refine = self.refiner.loss(
+                batch.points, batch.batch_index, self.head.decode(output), batch.boxes, batch.labels
+            )
+            losses = {**losses, **refine, "loss": losses["loss"] + refine["loss_refine"]}
+        return losses
 
     def predict(self, output: HeadOutput, batch: Batch) -> list[Detections]:
         """One :class:`Detections` per sample of ``batch`` (boxes in the lidar frame)."""
         detections = self.head.decode(output)
         if len(detections) != batch.batch_size:
             raise ValueError(f"output has {len(detections)} samples but the batch {batch.batch_size}")
+        if self.refiner is not None:
+            detections = self.refiner.refine(batch.points, batch.batch_index, detections)
         return detections

@@ -7,5 +7,13 @@ from perception.models.heads.center_head import (
     HeadOutput,
     gaussian_radius,
 )
+from perception.models.heads.point_refine import PointRefinementHead
 
-__all__ = ["CenterHead", "CenterTargets", "Detections", "HeadOutput", "gaussian_radius"]
+__all__ = [
+    "CenterHead",
+    "CenterTargets",
+    "Detections",
+    "HeadOutput",
+    "PointRefinementHead",
+    "gaussian_radius",
+]
