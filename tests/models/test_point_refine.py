@@ -193,3 +193,18 @@ def test_refiner_and_head_must_agree_on_the_classes() -> None:
     base = pointpillars()
     with pytest.raises(ValueError, match="classes"):
         Detector(base.encoder, None, base.backbone_2d, base.head, PointRefinementHead(num_classes=3))
+
+
+def test_roi_point_pairs_agree_between_the_numba_and_tensor_paths() -> None:
+    from perception.models.heads.point_refine import _pairs_in_rois, _pairs_torch
+
+    g = torch.Generator().manual_seed(4)
+    rois = random_boxes(g, 9).double()
+    low = torch.tensor([-2.0, -22.0, -3.0], dtype=torch.float64)
+    points = torch.rand(5000, 3, generator=g, dtype=torch.float64) * torch.tensor([44.0, 44.0, 4.0]) + low
+    half = rois[:, 3:6] * 0.6 + 0.2
+    r_nb, p_nb = _pairs_in_rois(points.numpy(), rois.numpy(), half.numpy())
+    r_t, p_t = _pairs_torch(points, rois, half)
+    pairs_nb = sorted(zip(r_nb.tolist(), p_nb.tolist(), strict=True))
+    assert pairs_nb == sorted(zip(r_t.tolist(), p_t.tolist(), strict=True))
+    assert len(r_nb) > 0

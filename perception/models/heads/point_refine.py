@@ -38,6 +38,8 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +73,68 @@ def _coordinate_hash(xyz: torch.Tensor) -> torch.Tensor:
     v = xyz.double()
     h = torch.sin(v[:, 0] * 12.9898 + v[:, 1] * 78.233 + v[:, 2] * 37.719) * 43758.5453
     return h - torch.floor(h)
+
+
+@numba.njit(cache=True)
+def _pairs_in_rois(xyz, rois, half):  # pragma: no cover - numba
+    """(roi, point) index pairs of the points inside each enlarged RoI, by RoI then point (CPU).
+
+    Points are sorted by x once; each RoI scans only the slab of points within its circumscribed
+    radius in x.
+    """
+    r = rois.shape[0]
+    order = np.argsort(xyz[:, 0])
+    xs = xyz[order]
+    lo = np.empty(r, np.int64)
+    hi = np.empty(r, np.int64)
+    for j in range(r):
+        radius = np.sqrt(half[j, 0] ** 2 + half[j, 1] ** 2)
+        lo[j] = np.searchsorted(xs[:, 0], rois[j, 0] - radius)
+        hi[j] = np.searchsorted(xs[:, 0], rois[j, 0] + radius, side="right")
+    counts = np.zeros(r, np.int64)
+    roi_out = np.empty(0, np.int64)
+    point_out = np.empty(0, np.int64)
+    pos = 0
+    for pass_ in range(2):
+        if pass_ == 1:
+            roi_out = np.empty(counts.sum(), np.int64)
+            point_out = np.empty(counts.sum(), np.int64)
+        for j in range(r):
+            cx, cy, cz = rois[j, 0], rois[j, 1], rois[j, 2]
+            c, s = np.cos(rois[j, 6]), np.sin(rois[j, 6])
+            hx, hy, hz = half[j, 0], half[j, 1], half[j, 2]
+            r2 = hx * hx + hy * hy
+            start = pos
+            for k in range(lo[j], hi[j]):
+                dx, dy, dz = xs[k, 0] - cx, xs[k, 1] - cy, xs[k, 2] - cz
+                if abs(dz) > hz or dx * dx + dy * dy > r2:
+                    continue
+                lx, ly = dx * c + dy * s, -dx * s + dy * c
+                if abs(lx) <= hx and abs(ly) <= hy:
+                    if pass_ == 0:
+                        counts[j] += 1
+                    else:
+                        roi_out[pos] = j
+                        point_out[pos] = order[k]
+                        pos += 1
+            if pass_ == 1:
+                point_out[start:pos].sort()  # by point index within the RoI, as the tensor path
+    return roi_out, point_out
+
+
+def _pairs_torch(
+    xyz: torch.Tensor, rois: torch.Tensor, half: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_pairs_in_rois` with tensor ops (any device)."""
+    radius = half[:, :2].norm(dim=1)  # (R,)
+    dxy = xyz[None, :, :2] - rois[:, None, :2]  # (R, N, 2)
+    near = (dxy.square().sum(-1) <= radius[:, None].square()) & (
+        (xyz[None, :, 2] - rois[:, None, 2]).abs() <= half[:, None, 2]
+    )
+    roi_index, point_index = near.nonzero(as_tuple=True)
+    lx, ly = _rotate_z(dxy[roi_index, point_index], -rois[roi_index, 6])
+    inside = (lx.abs() <= half[roi_index, 0]) & (ly.abs() <= half[roi_index, 1])
+    return roi_index[inside], point_index[inside]
 
 
 def roi_points(
@@ -107,16 +171,11 @@ def roi_points(
     xyz = points[:, :3].float()
     rois = rois.float()
     half = rois[:, 3:6] / 2 * enlarge_ratio + enlarge_margin  # (R, 3)
-    # cheap circle test in BEV first, then the exact rotated test on the survivors
-    radius = half[:, :2].norm(dim=1)  # (R,)
-    dxy = xyz[None, :, :2] - rois[:, None, :2]  # (R, N, 2)
-    near = (dxy.square().sum(-1) <= radius[:, None].square()) & (
-        (xyz[None, :, 2] - rois[:, None, 2]).abs() <= half[:, None, 2]
-    )
-    roi_index, point_index = near.nonzero(as_tuple=True)
-    lx, ly = _rotate_z(dxy[roi_index, point_index], -rois[roi_index, 6])
-    inside = (lx.abs() <= half[roi_index, 0]) & (ly.abs() <= half[roi_index, 1])
-    roi_index, point_index = roi_index[inside], point_index[inside]
+    if device.type == "cpu":
+        roi_np, point_np = _pairs_in_rois(xyz.double().numpy(), rois.double().numpy(), half.double().numpy())
+        roi_index, point_index = torch.from_numpy(roi_np), torch.from_numpy(point_np)
+    else:  # a circle test in BEV, then the exact rotated test on the survivors
+        roi_index, point_index = _pairs_torch(xyz, rois, half)
     if random:
         key = torch.rand(point_index.shape[0], generator=generator, dtype=torch.float64, device="cpu")
         key = key.to(device)
