@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from perception.data.datamodules import DetectionDataModule
 from perception.tasks.detection import DetectionTask
+from perception.viz.wandb import WandbDetectionLogger
 
 __all__ = ["CONFIG_DIR", "DetectionCLI", "resolve_config_args"]
 
@@ -58,7 +59,9 @@ class DetectionCLI(LightningCLI):
 
     ``data.class_names`` is linked to ``model.class_names``, so classes are named once. Defaults: a
     rich progress bar, a CSV logger under ``outputs/``, checkpoints of the last and the best epoch by
-    the validation loss, and the learning rate logged every step.
+    the validation loss, the learning rate logged every step, and
+    :class:`~perception.viz.wandb.WandbDetectionLogger` (3D scenes and BEV images of validation
+    batches; idle unless a W&B logger is configured, e.g. with ``--config wandb.yaml``).
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -70,7 +73,11 @@ class DetectionCLI(LightningCLI):
                     "class_path": "lightning.pytorch.loggers.CSVLogger",
                     "init_args": {"save_dir": "outputs", "name": "detection"},
                 },
-                "callbacks": [RichProgressBar(leave=True), LearningRateMonitor(logging_interval="step")],
+                "callbacks": [
+                    RichProgressBar(leave=True),
+                    LearningRateMonitor(logging_interval="step"),
+                    WandbDetectionLogger(every_n_val_steps=25, max_scenes=4),
+                ],
             },
         )
         super().__init__(DetectionTask, DetectionDataModule, *args, **kwargs)

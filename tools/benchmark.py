@@ -9,6 +9,8 @@
     python tools/benchmark.py ops                 # the four ops sections above
     python tools/benchmark.py kitti_eval          # KITTI AP (R11/R40, image/bev/3d/aos) on 3,769 frames
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
+    python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
+                                                  # detector inference, s/frame on the real KITTI scans
     python tools/benchmark.py all [--json OUT]
 
 Timings are medians over repeats on this machine; the README's performance table is their output.
@@ -114,6 +116,15 @@ def bench_kitti_eval() -> list[dict]:
     return run()
 
 
+def bench_detector(args: argparse.Namespace) -> list[dict]:
+    from perception.models._bench_detector import bench_detector as run
+
+    ckpts = args.ckpts or None
+    if ckpts is not None and len(ckpts) != len(args.configs):
+        raise SystemExit(f"--ckpts needs one checkpoint per config ({len(args.configs)}), got {len(ckpts)}")
+    return run(args.configs, ckpts, threads=args.threads)
+
+
 # name → (title, function); "ops" runs the four ops sections, "all" everything.
 SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "geometry": ("points in boxes (median of 7; peer median of 3)", lambda a: bench_geometry()),
@@ -123,6 +134,7 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "iou": ("rotated IoU (BEV and 3D) vs shapely 2 (median)", lambda a: bench_iou()),
     "kitti_eval": ("KITTI AP on a val-sized split (3,769 frames)", lambda a: bench_kitti_eval()),
     "synthetic": ("synthetic LiDAR generator", lambda a: bench_synthetic(a.frames)),
+    "detector": ("detector inference on the real KITTI scans, batch 1 (median of 5)", bench_detector),
 }
 GROUPS = {"ops": ["hilbert", "voxelize", "sparse", "iou"], "all": list(SECTIONS)}
 
@@ -144,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=[*SECTIONS, *GROUPS])
     parser.add_argument("--frames", type=int, default=20, help="frames for the synthetic benchmark")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--configs", nargs="+", default=["pvt_synthetic", "pointpillars_synthetic"], help="detector configs"
+    )
+    parser.add_argument(
+        "--ckpts", nargs="+", help="detector checkpoints, one per config (default: initial weights)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads for the detector benchmark")
     args = parser.parse_args(argv)
     results: dict[str, list[dict]] = {}
     for name in GROUPS.get(args.what, [args.what]):

@@ -43,3 +43,32 @@ def test_train_pointpillars_synthetic_end_to_end(tmp_path):
     assert any(row.get("val/loss") for row in rows)
     assert "val/Car_3d/moderate_R40" in rows[0]
     assert (data / "gt_database" / "index.json").is_file()  # built by prepare_data from the train split
+
+
+@pytest.mark.slow
+def test_train_with_the_wandb_overlay_logs_3d_scenes_offline(tmp_path):
+    """``--config wandb.yaml`` on top of a model config: an offline W&B run holding Object3D scenes."""
+    import os
+
+    import yaml
+
+    data = tmp_path / "synthetic"
+    write_dataset(data, frames=6, seed=4)
+    out = tmp_path / "run"
+    overlay = yaml.safe_load((CONFIG_DIR / "wandb.yaml").read_text())
+    for logger in overlay["trainer"]["logger"]:
+        logger["init_args"]["save_dir"] = str(out)
+    (tmp_path / "wandb.yaml").write_text(yaml.safe_dump(overlay))
+    cmd = [sys.executable, str(REPO / "tools/train.py"), "--config", "pointpillars_synthetic.yaml",
+           "--config", str(tmp_path / "wandb.yaml"),
+           "--data.root", str(data), "--data.database", "null", "--data.num_workers", "0",
+           "--data.batch_size", "2", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+           "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(out)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "NETRC": str(tmp_path / "no-netrc")}
+    subprocess.run(cmd, check=True, timeout=600, capture_output=True, text=True, env=env)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list(out.rglob("*"))[:20]
+    scenes = list(runs[0].rglob("*.pts.json"))
+    assert scenes, sorted(p.name for p in runs[0].rglob("*"))
+    assert (out / "detection" / "version_0" / "metrics.csv").is_file()  # the CSV logger still writes
