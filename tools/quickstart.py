@@ -96,7 +96,8 @@ def train(args: argparse.Namespace) -> dict:
 
     overrides = ["--data.root", str(args.data), "--data.database", str(args.data / "gt_database"),
                  "--trainer.default_root_dir", str(args.run_dir),
-                 "--trainer.logger.init_args.save_dir", str(args.run_dir)]  # fmt: skip
+                 "--trainer.logger.init_args.save_dir", str(args.run_dir),
+                 "--model.val_predictions_dir", str(args.run_dir / "predictions" / "val")]  # fmt: skip
     if args.epochs is not None:
         overrides += ["--trainer.max_epochs", str(args.epochs)]
     if args.max_time:
@@ -116,6 +117,7 @@ def train(args: argparse.Namespace) -> dict:
         "last": getattr(checkpoint, "last_model_path", "") or "",
         "best": getattr(checkpoint, "best_model_path", "") or "",
         "log_dir": cli.trainer.log_dir,
+        "predictions": str(args.run_dir / "predictions" / "val"),
     }
 
 
@@ -137,6 +139,7 @@ def report_training(result: dict) -> None:
     console.print(
         f"checkpoint: [bold]{result['last'] or result['best']}[/]; metrics.csv in {result['log_dir']}"
     )
+    console.print(f"the final validation's KITTI result files: {result['predictions']}")
 
 
 def main(argv: list[str] | None = None) -> int:

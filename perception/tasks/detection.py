@@ -41,6 +41,9 @@ class DetectionTask(L.LightningModule):
         evaluate_kitti: run the KITTI AP on validation (needs each sample's ``meta["calib"]`` and
             ``meta["gt_objects"]``, as the KITTI datasets provide).
         predictions_dir: where ``predict`` writes KITTI result files (one per frame).
+        val_predictions_dir: where validation writes the KITTI result files of the frames it
+            scores (one per frame, rewritten each validation: after a fit the folder holds the
+            final validation's predictions, exactly what the metric saw); None for none.
         compile: wrap the model in ``torch.compile`` (GPU training; off on the CPU by default).
     """
 
@@ -54,6 +57,7 @@ class DetectionTask(L.LightningModule):
         div_factor: float = 10.0,
         evaluate_kitti: bool = True,
         predictions_dir: str | None = None,
+        val_predictions_dir: str | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -84,11 +88,12 @@ class DetectionTask(L.LightningModule):
         output = self.model(batch)
         losses = self.model.loss(output, batch)
         self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
-        if self.hparams.evaluate_kitti:
-            detections = self.model.predict(output, batch)
-            self.kitti_ap.update(
-                self._kitti_predictions(detections, batch), [m["gt_objects"] for m in batch.meta]
-            )
+        if self.hparams.evaluate_kitti or self.hparams.val_predictions_dir:
+            rows = self._kitti_predictions(self.model.predict(output, batch), batch)
+            if self.hparams.evaluate_kitti:
+                self.kitti_ap.update(rows, [m["gt_objects"] for m in batch.meta])
+            if self.hparams.val_predictions_dir and not self.trainer.sanity_checking:
+                self._write(Path(self.hparams.val_predictions_dir), batch.frame_ids, rows)
 
     def on_validation_epoch_end(self) -> None:
         if not self.hparams.evaluate_kitti:
@@ -105,10 +110,14 @@ class DetectionTask(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> list[KittiObjects]:
         objects = self._kitti_predictions(self.model.predict(self.model(batch), batch), batch)
         if self.hparams.predictions_dir:
-            out = Path(self.hparams.predictions_dir)
-            for frame_id, frame_objects in zip(batch.frame_ids, objects, strict=True):
-                write_label(out / f"{frame_id}.txt", frame_objects, fsync=False)
+            self._write(Path(self.hparams.predictions_dir), batch.frame_ids, objects)
         return objects
+
+    @staticmethod
+    def _write(folder: Path, frame_ids: list[str], objects: list[KittiObjects]) -> None:
+        """One KITTI result file per frame in ``folder`` (atomic writes)."""
+        for frame_id, frame_objects in zip(frame_ids, objects, strict=True):
+            write_label(folder / f"{frame_id}.txt", frame_objects, fsync=False)
 
     # ------------------------------------------------------------------------------------ optimiser
 

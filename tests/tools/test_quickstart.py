@@ -33,6 +33,10 @@ def test_quickstart_generates_summarises_draws_and_trains(tmp_path):
     assert "training pvt_synthetic.yaml" in first.stdout
     assert "Car AP_R40:" in first.stdout and "3D AP R40 moderate" in first.stdout
     assert list(run.glob("detection/version_*/checkpoints/last.ckpt"))
+    # ... and the final validation's KITTI result files, one per validation frame it scored
+    assert "KITTI result files" in first.stdout
+    written = sorted(p.stem for p in (run / "predictions" / "val").glob("*.txt"))
+    assert written and set(written) <= set(val)
     # A second run finds the dataset and does not regenerate it; --no-train stops after the picture.
     second = subprocess.run([*cmd, "--no-train"], capture_output=True, text=True, timeout=300, check=True)
     assert "found" in second.stdout and "generated" not in second.stdout
