@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from perception.data.kitti import KittiObjects, objects_from_lidar_boxes, write_label
+from perception.data.kitti import KittiObjects, as_written, objects_from_lidar_boxes, write_label
 from perception.data.sample import Batch
 from perception.eval.kitti import KittiAP
 from perception.models.detector import Detector
@@ -140,19 +140,23 @@ class DetectionTask(L.LightningModule):
     def _kitti_predictions(self, detections, batch: Batch) -> list[KittiObjects]:
         """Detections as KITTI result rows (camera boxes, projected 2D boxes, alpha, scores) per frame.
 
-        The metric and the result files see exactly the same rows.
+        The metric and the result files see exactly the same rows: values rounded as the files
+        hold them (:func:`~perception.data.kitti.as_written`), so ``tools/eval.py`` on the written
+        files reproduces the validation AP.
         """
         names = np.asarray(self.class_names)
         rows = []
         for det, meta in zip(detections, batch.meta, strict=True):
             labels = det.labels.detach().cpu().numpy()
             rows.append(
-                objects_from_lidar_boxes(
-                    det.boxes.detach().double().cpu().numpy(),
-                    names[labels] if len(labels) else np.zeros(0, dtype="<U16"),
-                    meta["calib"],
-                    scores=det.scores.detach().float().cpu().numpy(),
-                    image_shape=meta.get("image_shape") or (375, 1242),
+                as_written(
+                    objects_from_lidar_boxes(
+                        det.boxes.detach().double().cpu().numpy(),
+                        names[labels] if len(labels) else np.zeros(0, dtype="<U16"),
+                        meta["calib"],
+                        scores=det.scores.detach().float().cpu().numpy(),
+                        image_shape=meta.get("image_shape") or (375, 1242),
+                    )
                 )
             )
         return rows

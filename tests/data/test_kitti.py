@@ -248,3 +248,26 @@ def test_testing_split_without_labels(kitti_root, tmp_path):
         )
     frame = load_frame(root, "000000", split="testing")
     assert frame.num_boxes == 0 and frame.boxes_lidar.shape == (0, 7) and len(frame.points) > 0
+
+
+def test_as_written_is_what_a_result_file_reads_back(tmp_path):
+    from perception.data.kitti import KittiObjects, as_written
+
+    rng = np.random.default_rng(0)
+    n = 20
+    objects = KittiObjects(
+        names=np.array(["Car"] * n, dtype="<U16"),
+        truncated=np.full(n, -1, np.float32),
+        occluded=np.full(n, -1, np.int32),
+        alpha=rng.uniform(-3, 3, n).astype(np.float32),
+        bbox=rng.uniform(0, 1000, (n, 4)).astype(np.float32),
+        boxes_camera=rng.uniform(-20, 20, (n, 7)),
+        scores=rng.uniform(0, 1, n).astype(np.float32),
+    )
+    write_label(tmp_path / "a.txt", objects)
+    back, rounded = read_label(tmp_path / "a.txt"), as_written(objects)
+    for field in ("alpha", "bbox", "boxes_camera", "scores", "truncated", "occluded"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(rounded, field))
+    assert not np.array_equal(rounded.boxes_camera, objects.boxes_camera)  # it did round
+    write_label(tmp_path / "b.txt", rounded)  # and rounding again changes nothing
+    assert (tmp_path / "b.txt").read_text() == (tmp_path / "a.txt").read_text()
