@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a detection checkpoint on a KITTI-layout split: KITTI result files, and AP where labelled.
+"""Evaluate a detection checkpoint: KITTI result files and AP, or a Waymo submission file and mAP/mAPH.
 
     python tools/eval.py --ckpt PATH --data-root DIR [--config NAME.yaml] [--split val]
         [--split-folder training] [--frames ID ...] [--out DIR] [--batch-size N] [--num-workers N]
@@ -24,6 +24,13 @@ What it does:
    {easy|moderate|hard}_{R11|R40}``, AP in percent, ``null`` where undefined). The config that was
    evaluated is saved as ``OUT/config.yaml`` (with frames chosen without a split file, its
    ``data.root`` names the temporary split view this run read the data root through).
+
+**Waymo** (a config whose ``data.dataset`` is ``waymo``, e.g. ``pvt_waymo.yaml``; ``--data-root`` the
+converted root of ``tools/convert_waymo.py``): the split's predictions go to ``OUT/predictions.bin`` in
+the official submission format (one serialized ``metrics.Objects``), its ground truth to
+``OUT/ground_truth.bin``, and the official mAP / mAPH (LEVEL_1/LEVEL_2, range breakdown;
+:mod:`perception.eval.waymo`, scored from the written file) to the table and ``OUT/metrics.json``
+(``{VEHICLE|PEDESTRIAN|CYCLIST}_LEVEL_{1|2}`` → ``{"mAP", "mAPH"}``).
 
 ``OUT`` defaults to ``RUN/eval/<split>`` for a checkpoint ``RUN/checkpoints/NAME.ckpt``. Exit status 0 on success, 2 on a
 usage or data error (a missing dataset explains where data goes; see data/README.md).
@@ -202,10 +209,119 @@ def _default_out(ckpt: Path, split: str) -> Path:
     return run / "eval" / split
 
 
+def _config_dataset(config: Path) -> str:
+    """The ``data.dataset`` a config names (``kitti`` unless it says ``waymo``)."""
+    import yaml
+
+    try:
+        content = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise EvalError(f"{config}: not valid YAML: {err}") from err
+    return str((content.get("data") or {}).get("dataset", "kitti"))
+
+
+def _trainer_args(out: Path) -> list[str]:
+    return [
+        "--model.compile", "false",
+        "--trainer.logger", "false",
+        "--trainer.devices", "1",
+        "--trainer.num_nodes", "1",
+        "--trainer.strategy", "auto",
+        "--trainer.default_root_dir", str(out),
+        "--trainer.fast_dev_run", "false",  # a training run's batch limits do not apply here
+        "--trainer.limit_train_batches", "null",
+        "--trainer.limit_val_batches", "null",
+        "--trainer.limit_predict_batches", "null",
+    ]  # fmt: skip
+
+
+def _build(cli_args: list[str], overrides: list[str], ckpt: Path, config: Path, state: dict, hparams: dict):
+    """The task, data module and trainer of ``config`` with the checkpoint's weights in (strict)."""
+    from perception.cli import DetectionCLI
+
+    argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args and sys.argv both hold some
+    try:
+        cli = DetectionCLI(run=False, args=cli_args + overrides)
+    finally:
+        sys.argv = argv0
+    task = cli.model
+    trained = hparams.get("class_names")
+    if trained is not None and list(trained) != list(task.class_names):
+        raise EvalError(
+            f"{ckpt} was trained for classes {list(trained)} but {config} names {task.class_names}"
+        )
+    try:
+        task.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise EvalError(f"{ckpt} does not fit the model of {config}: {err}") from err
+    return task, cli.datamodule, cli.trainer
+
+
+def run_waymo(args: argparse.Namespace, overrides: list[str], config: Path) -> dict:
+    """Converted Waymo data: a submission-format ``predictions.bin``, ``ground_truth.bin`` and mAP/mAPH."""
+    from perception.eval.waymo import evaluate, format_results, read_objects, write_objects
+
+    root, ckpt = args.data_root, args.ckpt
+    if args.frames:
+        raise EvalError(
+            "--frames selects KITTI frame ids; for Waymo data evaluate a converted split (--split)"
+        )
+    state, hparams = load_state_dict(ckpt)
+    out = args.out or _default_out(ckpt, args.split)
+    submission = out / "predictions.bin"
+    with tempfile.TemporaryDirectory(prefix="perception-eval-") as tmp:
+        cli_args = [
+            "--config", str(clean_config(config, Path(tmp))),
+            "--data.root", str(root),
+            "--data.predict_split", args.split,
+            "--data.database", "null",
+            "--model.waymo_submission", str(submission),
+            *_trainer_args(out),
+        ]  # fmt: skip
+        if args.batch_size is not None:
+            cli_args += ["--data.val_batch_size", str(args.batch_size)]
+        if args.num_workers is not None:
+            cli_args += ["--data.num_workers", str(args.num_workers)]
+        task, datamodule, trainer = _build(cli_args, overrides, ckpt, config, state, hparams)
+        try:
+            datamodule.setup("predict")
+        except FileNotFoundError as err:
+            raise EvalError(str(err)) from err
+        out.mkdir(parents=True, exist_ok=True)
+        submission.unlink(missing_ok=True)
+        trainer.predict(task, datamodule=datamodule, return_predictions=False)
+    dataset = datamodule.predict_set
+    ground_truth = {}
+    for i in range(len(dataset)):
+        meta = dataset.load(i).meta
+        ground_truth[tuple(meta["frame_key"])] = meta["gt_objects"]
+    write_objects(out / "ground_truth.bin", ground_truth, fsync=False)
+    predictions = read_objects(submission)  # what a submission holds: scored from the file itself
+    print(f"eval: predictions of {len(dataset)} frames in {submission} (Waymo submission format)")
+    classes = [c for c in task.class_names if c in ("VEHICLE", "PEDESTRIAN", "CYCLIST", "SIGN")]
+    if not classes:
+        raise EvalError(f"no Waymo classes among {task.class_names}")
+    results = evaluate(ground_truth, predictions, classes=classes, unknown_frames="error")
+    print(format_results(results))
+    (out / "metrics.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"eval: metrics in {out / 'metrics.json'}")
+    return results
+
+
 def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
     """Predict (and evaluate); returns the metrics, or None when the split has no labels."""
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     root, ckpt = args.data_root, args.ckpt
+    try:
+        found = find_config(ckpt, args.config)
+    except EvalError:
+        found = None  # reported below, after a missing data root
+    if found is not None and _config_dataset(found) == "waymo":
+        if not root.exists():
+            from perception.data.waymo_converted import missing_waymo_message
+
+            raise EvalError(missing_waymo_message(root, args.split))
+        return run_waymo(args, overrides, found)
     if not root.exists():
         from perception.data.datasets import missing_dataset_message
 
@@ -216,7 +332,6 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
     out = args.out or _default_out(ckpt, args.split)
     predictions = out / "predictions"
 
-    from perception.cli import DetectionCLI
     from perception.eval.kitti import evaluate_folders, format_results
 
     with tempfile.TemporaryDirectory(prefix="perception-eval-") as tmp:
@@ -230,36 +345,13 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
             "--data.predict_split_folder", args.split_folder,
             "--data.database", "null",  # else prepare_data would build the train split's database
             "--model.predictions_dir", str(predictions),
-            "--model.compile", "false",
-            "--trainer.logger", "false",
-            "--trainer.devices", "1",
-            "--trainer.num_nodes", "1",
-            "--trainer.strategy", "auto",
-            "--trainer.default_root_dir", str(out),
-            "--trainer.fast_dev_run", "false",  # a training run's batch limits do not apply here
-            "--trainer.limit_train_batches", "null",
-            "--trainer.limit_val_batches", "null",
-            "--trainer.limit_predict_batches", "null",
+            *_trainer_args(out),
         ]  # fmt: skip
         if args.batch_size is not None:
             cli_args += ["--data.val_batch_size", str(args.batch_size)]
         if args.num_workers is not None:
             cli_args += ["--data.num_workers", str(args.num_workers)]
-        argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args and sys.argv both hold some
-        try:
-            cli = DetectionCLI(run=False, args=cli_args + overrides)
-        finally:
-            sys.argv = argv0
-        task, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
-        trained = hparams.get("class_names")
-        if trained is not None and list(trained) != list(task.class_names):
-            raise EvalError(
-                f"{ckpt} was trained for classes {list(trained)} but {config} names {task.class_names}"
-            )
-        try:
-            task.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise EvalError(f"{ckpt} does not fit the model of {config}: {err}") from err
+        task, datamodule, trainer = _build(cli_args, overrides, ckpt, config, state, hparams)
         predictions.mkdir(parents=True, exist_ok=True)
         for stale in [*predictions.glob("*.txt"), out / "metrics.json"]:  # this run's results only
             stale.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from perception.data.database import INDEX_NAME, build_gt_database
 from perception.data.datasets import EpochSampler, KittiDetectionDataset
@@ -50,7 +50,8 @@ __all__ = ["DetectionDataModule", "default_train_transforms", "default_val_trans
 KITTI_RANGE: tuple[float, ...] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
 """OpenPCDet's KITTI point-cloud range ``[x_min, y_min, z_min, x_max, y_max, z_max]``, metres."""
 
-_SAMPLE_COUNTS = {"Car": 15, "Pedestrian": 10, "Cyclist": 10}
+_SAMPLE_COUNTS = {"Car": 15, "Pedestrian": 10, "Cyclist": 10, "VEHICLE": 15, "PEDESTRIAN": 10, "CYCLIST": 10}
+DATASETS = ("kitti", "waymo")
 
 
 def default_train_transforms(
@@ -92,10 +93,14 @@ def default_val_transforms(
 
 
 class DetectionDataModule(L.LightningDataModule):
-    """Detection data from a KITTI-layout root (real KITTI or the synthetic default).
+    """Detection data from a KITTI-layout root (real KITTI or the synthetic default) or converted Waymo.
 
     Args:
         root: dataset root (see data/README.md).
+        dataset: ``"kitti"`` (a KITTI-layout root: :class:`~perception.data.datasets.KittiDetectionDataset`)
+            or ``"waymo"`` (``tools/convert_waymo.py``'s output:
+            :class:`~perception.data.waymo_converted.WaymoDetectionDataset`; no camera filter, the
+            database built with :func:`~perception.data.waymo_converted.build_waymo_gt_database`).
         class_names: training classes; labels index into them.
         point_cloud_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]`` metres, for the default
             transforms' range filter.
@@ -121,6 +126,7 @@ class DetectionDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str = "data/synthetic",
+        dataset: str = "kitti",
         class_names: Sequence[str] = ("Car", "Pedestrian", "Cyclist"),
         point_cloud_range: Sequence[float] = KITTI_RANGE,
         train_split: str = "train",
@@ -145,8 +151,11 @@ class DetectionDataModule(L.LightningDataModule):
             raise ValueError(
                 f"need batch sizes >= 1 and num_workers >= 0, got {batch_size}, {val_batch_size}, {num_workers}"
             )
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        camera_fov_only = camera_fov_only and dataset == "kitti"  # Waymo labels all around
         self.save_hyperparameters(ignore=["train_transforms", "val_transforms"])
-        self.root = root
+        self.root, self.dataset = root, dataset
         self.class_names = tuple(class_names)
         self.point_cloud_range = tuple(float(v) for v in point_cloud_range)
         self.train_split, self.val_split = train_split, val_split
@@ -171,15 +180,17 @@ class DetectionDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.multiprocessing_context = multiprocessing_context
         self.split_folder = split_folder
-        self.train_set: KittiDetectionDataset | None = None
-        self.val_set: KittiDetectionDataset | None = None
-        self.predict_set: KittiDetectionDataset | None = None
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.predict_set: Dataset | None = None
         self._epoch = 0
         self._train_sampler: EpochSampler | None = None
 
-    def _dataset(
-        self, split: str, transforms: list[Transform], folder: str | None = None
-    ) -> KittiDetectionDataset:
+    def _dataset(self, split: str, transforms: list[Transform], folder: str | None = None):
+        if self.dataset == "waymo":
+            from perception.data.waymo_converted import WaymoDetectionDataset
+
+            return WaymoDetectionDataset(self.root, split, self.class_names, transforms, seed=self.seed)
         return KittiDetectionDataset(
             self.root,
             split,
@@ -193,6 +204,13 @@ class DetectionDataModule(L.LightningDataModule):
         """Build the ground-truth database from the train split when ``database`` is set and missing."""
         if self.database is not None and not (Path(self.database) / INDEX_NAME).is_file():
             self._dataset(self.train_split, [])  # a missing root fails here with the helpful message
+            if self.dataset == "waymo":
+                from perception.data.waymo_converted import build_waymo_gt_database
+
+                build_waymo_gt_database(
+                    self.root, self.train_split, self.database, self.class_names, val_split=self.val_split
+                )
+                return
             build_gt_database(
                 self.root,
                 self.database,
@@ -232,7 +250,7 @@ class DetectionDataModule(L.LightningDataModule):
             multiprocessing.forkserver.ensure_running()
         return context
 
-    def _loader(self, dataset: KittiDetectionDataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
         workers = {}
         if self.num_workers > 0:
             workers = {

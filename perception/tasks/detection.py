@@ -18,6 +18,7 @@ import torch
 from perception.data.kitti import KittiObjects, as_written, objects_from_lidar_boxes, write_label
 from perception.data.sample import Batch
 from perception.eval.kitti import KittiAP
+from perception.eval.waymo import WaymoAP, write_objects
 from perception.models.detector import Detector
 
 __all__ = ["DetectionTask"]
@@ -40,11 +41,17 @@ class DetectionTask(L.LightningModule):
         div_factor: initial lr = lr / div_factor; final lr = initial / 1e4 (one-cycle defaults).
         evaluate_kitti: run the KITTI AP on validation (needs each sample's ``meta["calib"]`` and
             ``meta["gt_objects"]``, as the KITTI datasets provide).
+        evaluate_waymo: run the Waymo mAP / mAPH on validation (needs ``meta["gt_objects"]`` with
+            ``boxes``, ``names``, ``difficulty``, ``num_lidar_points`` and ``meta["frame_key"]``, as
+            the converted-Waymo dataset provides; class names are Waymo's: VEHICLE, PEDESTRIAN, ...).
+        waymo_submission: where ``predict`` writes the predictions as a Waymo submission file (one
+            serialized ``metrics.Objects``, written atomically at the end of the epoch).
         predictions_dir: where ``predict`` writes KITTI result files (one per frame).
         val_predictions_dir: where validation writes the KITTI result files of the frames it
             scores (one per frame, rewritten each validation: after a fit the folder holds the
             final validation's predictions, exactly what the metric saw); None for none.
-        compile: wrap the model in ``torch.compile`` (GPU training; off on the CPU by default).
+        compile: run the model's forward through ``torch.compile`` (the weights and checkpoints are
+            the same either way); off by default.
     """
 
     def __init__(
@@ -56,26 +63,35 @@ class DetectionTask(L.LightningModule):
         pct_start: float = 0.4,
         div_factor: float = 10.0,
         evaluate_kitti: bool = True,
+        evaluate_waymo: bool = False,
+        waymo_submission: str | None = None,
         predictions_dir: str | None = None,
         val_predictions_dir: str | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
-        self.model = torch.compile(model) if compile else model
+        self.model = model
+        # not a submodule: the compiled wrapper shares the weights, so the state dict stays the model's
+        object.__setattr__(self, "_forward_model", torch.compile(model) if compile else model)
         self.class_names = list(class_names)
         self.kitti_ap = KittiAP(
             classes=[c for c in self.class_names if c in ("Car", "Pedestrian", "Cyclist")]
         )
+        self.waymo_ap = WaymoAP(
+            classes=[c for c in self.class_names if c in ("VEHICLE", "PEDESTRIAN", "CYCLIST", "SIGN")]
+            or ["VEHICLE"]
+        )
         self.last_metrics: dict[str, float] = {}
+        self._submission: dict = {}
 
     # ------------------------------------------------------------------------------------------ steps
 
     def forward(self, batch: Batch):
-        return self.model(batch)
+        return self._forward_model(batch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        losses = self.model.loss(self.model(batch), batch)
+        losses = self.model.loss(self(batch), batch)
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in losses.items()},
             prog_bar=False,
@@ -85,17 +101,30 @@ class DetectionTask(L.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        output = self.model(batch)
+        output = self(batch)
         losses = self.model.loss(output, batch)
         self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
+        detections = None
+        if self.hparams.evaluate_waymo:
+            detections = self.model.predict(output, batch)
+            self.waymo_ap.update(self._waymo_predictions(detections), [m["gt_objects"] for m in batch.meta])
         if self.hparams.evaluate_kitti or self.hparams.val_predictions_dir:
-            rows = self._kitti_predictions(self.model.predict(output, batch), batch)
+            detections = detections if detections is not None else self.model.predict(output, batch)
+            rows = self._kitti_predictions(detections, batch)
             if self.hparams.evaluate_kitti:
                 self.kitti_ap.update(rows, [m["gt_objects"] for m in batch.meta])
             if self.hparams.val_predictions_dir and not self.trainer.sanity_checking:
                 self._write(Path(self.hparams.val_predictions_dir), batch.frame_ids, rows)
 
     def on_validation_epoch_end(self) -> None:
+        if self.hparams.evaluate_waymo:
+            results = self.waymo_ap.compute()
+            self.waymo_ap.reset()
+            self.last_metrics = {f"{k}/{m}": v for k, r in results.items() for m, v in r.items()}
+            for key, result in results.items():
+                if "RANGE" not in key:
+                    self.log(f"val/{key}/mAPH", result["mAPH"], prog_bar=key == "VEHICLE_LEVEL_2")
+                    self.log(f"val/{key}/mAP", result["mAP"])
         if not self.hparams.evaluate_kitti:
             return
         metrics = self.kitti_ap.compute()
@@ -107,11 +136,27 @@ class DetectionTask(L.LightningModule):
                 if not math.isnan(value):
                     self.log(f"val/{name}_{key}", value, prog_bar=key == "3d/moderate_R40", sync_dist=False)
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> list[KittiObjects]:
-        objects = self._kitti_predictions(self.model.predict(self.model(batch), batch), batch)
+    def predict_step(self, batch: Batch, batch_idx: int) -> list:
+        detections = self.model.predict(self(batch), batch)
+        if self.hparams.waymo_submission:
+            for det, meta in zip(self._waymo_predictions(detections), batch.meta, strict=True):
+                self._submission[tuple(meta["frame_key"])] = det
+        if "calib" not in (batch.meta[0] if batch.meta else {}):
+            return self._waymo_predictions(detections)
+        objects = self._kitti_predictions(detections, batch)
         if self.hparams.predictions_dir:
             self._write(Path(self.hparams.predictions_dir), batch.frame_ids, objects)
         return objects
+
+    def on_predict_epoch_start(self) -> None:
+        self._submission = {}
+
+    def on_predict_epoch_end(self) -> None:
+        if self.hparams.waymo_submission:
+            write_objects(self.hparams.waymo_submission, self._submission)
+            log.info(
+                "wrote %d frames of predictions to %s", len(self._submission), self.hparams.waymo_submission
+            )
 
     @staticmethod
     def _write(folder: Path, frame_ids: list[str], objects: list[KittiObjects]) -> None:
@@ -136,6 +181,18 @@ class DetectionTask(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -------------------------------------------------------------------------------------- helpers
+
+    def _waymo_predictions(self, detections) -> list[dict]:
+        """Detections as the Waymo metric's per-frame predictions (vehicle frame, class names as types)."""
+        names = np.asarray(self.class_names)
+        return [
+            {
+                "boxes": det.boxes.detach().double().cpu().numpy(),
+                "types": names[det.labels.detach().cpu().numpy()] if len(det) else np.zeros(0, "<U16"),
+                "scores": det.scores.detach().float().cpu().numpy(),
+            }
+            for det in detections
+        ]
 
     def _kitti_predictions(self, detections, batch: Batch) -> list[KittiObjects]:
         """Detections as KITTI result rows (camera boxes, projected 2D boxes, alpha, scores) per frame.

@@ -137,15 +137,19 @@ def test_kitti_configs_read_data_kitti_with_its_database(name, monkeypatch):
     assert cli.model.model.encoder.in_channels == 4  # x, y, z, reflectance
 
 
-def test_waymo_placeholder_fails_with_a_clear_message(monkeypatch, tmp_path):
+def test_waymo_config_without_data_says_where_files_go_and_how_to_convert(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no data/ here
     cli = _cli(CONFIG_DIR / "pvt_waymo.yaml", monkeypatch)
-    assert cli.datamodule.root == "data/waymo/converted"
+    data = cli.datamodule
+    assert (data.root, data.dataset) == ("data/waymo/converted", "waymo")
+    assert data.point_cloud_range == (-75.2, -75.2, -2.0, 75.2, 75.2, 4.0)
+    assert cli.model.hparams.evaluate_waymo and not cli.model.hparams.evaluate_kitti
+    assert cli.model.model.encoder.in_channels == 5 and cli.model.model.refiner.point_channels == 5
     with pytest.raises(FileNotFoundError) as err:
-        cli.datamodule.setup("fit")
+        data.setup("fit")
     message = str(err.value)
-    assert "data/waymo/converted: no dataset here" in message and "data/README.md" in message
+    assert "data/waymo/converted" in message and "data/waymo/raw/training" in message
+    assert "python tools/convert_waymo.py --src data/waymo/raw/training --out data/waymo/converted" in message
     readme = (REPO / "data" / "README.md").read_text()
     waymo_row = next(line for line in readme.splitlines() if line.startswith("| `data/waymo/`"))
-    assert "not yet supported" in waymo_row and "Waymo issue" in waymo_row
-    assert "PLACEHOLDER" in (CONFIG_DIR / "pvt_waymo.yaml").read_text().splitlines()[0]
+    assert "convert_waymo.py" in waymo_row
