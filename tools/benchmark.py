@@ -9,6 +9,7 @@
     python tools/benchmark.py ops                 # the four ops sections above
     python tools/benchmark.py kitti_eval          # KITTI AP (R11/R40, image/bev/3d/aos) on 3,769 frames
     python tools/benchmark.py waymo_eval          # Waymo mAP/mAPH on ~40 k GT and ~40 k predictions
+    python tools/benchmark.py waymo_convert       # Waymo v1 TFRecord → npz conversion, frames/s per core
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
     python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
                                                   # detector inference, s/frame on the real KITTI scans
@@ -117,6 +118,12 @@ def bench_kitti_eval() -> list[dict]:
     return run()
 
 
+def bench_waymo_convert() -> list[dict]:
+    from perception.data._bench_waymo import bench_waymo_convert as run
+
+    return run()
+
+
 def bench_waymo_eval() -> list[dict]:
     from perception.eval._bench_waymo import bench_waymo_eval as run
 
@@ -140,6 +147,10 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "sparse": ("sparse convolution vs spconv CPU at 1 thread (median of 5)", lambda a: bench_sparse()),
     "iou": ("rotated IoU (BEV and 3D) vs shapely 2 (median)", lambda a: bench_iou()),
     "kitti_eval": ("KITTI AP on a val-sized split (3,769 frames)", lambda a: bench_kitti_eval()),
+    "waymo_convert": (
+        "Waymo conversion, full-size synthetic frames (TOP 64×2650 + 4 × 200×600)",
+        lambda a: bench_waymo_convert(),
+    ),
     "waymo_eval": ("Waymo mAP/mAPH, 1,000 frames, ~40 k objects a side", lambda a: bench_waymo_eval()),
     "synthetic": ("synthetic LiDAR generator", lambda a: bench_synthetic(a.frames)),
     "detector": ("detector inference on the real KITTI scans, batch 1 (median of 5)", bench_detector),
