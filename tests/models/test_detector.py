@@ -181,3 +181,26 @@ def test_builds_from_a_lightning_cli_style_yaml_tree() -> None:
     model.eval()
     with torch.no_grad():
         assert len(model.predict(model(batch), batch)) == 2
+
+
+@pytest.mark.slow
+def test_compiled_task_trains_and_keeps_the_eager_state_dict() -> None:
+    """``DetectionTask(compile=True)``: inductor on the CPU, same outputs and checkpoint keys as eager."""
+    from perception.tasks.detection import DetectionTask
+
+    torch.manual_seed(0)
+    task = DetectionTask(pointpillars(), CLASSES, compile=True, evaluate_kitti=False)
+    batch = synthetic_batch()
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        loss = task.model.loss(task(batch), batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    assert list(task.state_dict()) == list(DetectionTask(pointpillars(), CLASSES).state_dict())
+    task.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(task(batch).heatmap, task.model(batch).heatmap, atol=1e-5, rtol=1e-5)
