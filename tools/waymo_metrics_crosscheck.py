@@ -40,13 +40,17 @@ Three routes to the official numbers:
        python tools/waymo_metrics_crosscheck.py --gt fake_ground_truths.bin \\
            --pred fake_predictions.bin --expected compute_detection_metrics_main.cc
 
-   Measured (2026-11, official repository at 99a4cb3): 28 of the 32 values agree to 5e-7; the four
-   VEHICLE values LEVEL_1/2 and LEVEL_1/2 ``[30, 50)`` are higher here by 1.4e-3 and 3.6e-3. Traced
-   to a single pair (frame ``1553525894405757``, prediction #3, score 0.145): the prediction's box is the
-   ground truth's exactly, with the heading turned by exactly π, so its IoU is 1 and ours matches it;
-   with that pair made unmatchable all 32 values agree to 5e-7. The official convex-polygon intersection
-   (``math/polygon2d.cc``, edge walking with epsilon tests) apparently misses that exactly coincident
-   pair (or the listed numbers predate a change); our IoU agrees with shapely there.
+   Those listed numbers predate the current code: they differ from the official 1.6.4 op itself (and
+   from ours) on four VEHICLE values, through one prediction that copies a ground-truth box with the
+   heading turned by π (the 1.6.4 op matches it, as we do; made unmatchable, the op reproduces the
+   listed numbers to 5e-7).
+
+Measured (2026-11-27) with route 1 in a throw-away environment (Python 3.11.7; ``pip install
+tensorflow==2.12.0 numpy==1.23.5 absl-py==1.4.0 immutabledict==2.2.0`` then the
+``waymo-open-dataset-tf-2-12-0==1.6.4`` wheel with ``--no-deps``, since its ``numpy==1.23`` pin has no
+Python 3.11 wheel; our module imports elsewhere, so ours ran in this project's environment on the same
+``.bin`` files): the official fake files and two synthetic splits (150 and 100 frames, 6 k and 4 k
+objects a side, edge cases included) agree on all 32 keys, mAP exactly and mAPH to 2.4e-7.
 
 Both official routes evaluate predictions of frames absent from the ground truth as frames without
 ground truth, so ours runs with ``unknown_frames="keep"``.
@@ -161,7 +165,7 @@ def official_by_op(gt_path: Path, pred_path: Path) -> dict[str, dict[str, float]
     gt_frame = np.array([frame_ids.setdefault(k, len(frame_ids)) for k in gt["keys"]], dtype=np.int64)
     pd_frame = np.array([frame_ids.setdefault(k, len(frame_ids)) for k in pd["keys"]], dtype=np.int64)
     config = official_config()
-    ap, aph, _, _, _ = py_metrics_ops.detection_metrics(
+    ap, aph = py_metrics_ops.detection_metrics(
         prediction_bbox=tf.constant(pd["boxes"], tf.float32),
         prediction_type=tf.constant(pd["types"], tf.uint8),
         prediction_score=tf.constant(pd["scores"], tf.float32),
@@ -172,7 +176,7 @@ def official_by_op(gt_path: Path, pred_path: Path) -> dict[str, dict[str, float]
         ground_truth_frame_id=tf.constant(gt_frame, tf.int64),
         ground_truth_difficulty=tf.constant(gt["levels"], tf.uint8),
         config=config.SerializeToString(),
-    )
+    )[:2]  # 5 outputs before 1.6, 7 since; AP and APH first
     names = config_util.get_breakdown_names_from_config(config)
     out = {}
     for name, a, h in zip(names, np.asarray(ap).tolist(), np.asarray(aph).tolist(), strict=True):
