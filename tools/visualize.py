@@ -1,19 +1,60 @@
 #!/usr/bin/env python
-"""Look at frames of a KITTI-layout dataset (real KITTI or synthetic), with labels and predictions.
+"""Look at frames of a KITTI-layout dataset (real KITTI or synthetic) or of converted Waymo data,
+with labels and predictions.
 
-    python tools/visualize.py --data-root DIR --frame ID [ID ...] [--split training]
-        [--predictions DIR | --ckpt PATH [--config NAME.yaml]] [--save OUT.png]
+    python tools/visualize.py --data-root DIR --frame ID [ID ...] [--split SPLIT] [--dataset auto|kitti|waymo]
+        [--predictions DIR|FILE.bin | --ckpt PATH [--config NAME.yaml]] [--save OUT.png]
         [--view bev|chase|free [--pose FILE]] [--color height|intensity] [--bev]
         [--score-threshold S] [--width W --height H]
+
+**KITTI layout** (``ROOT/{split}/velodyne``; ``--split`` default ``training``):
 
 - **Ground truth** comes from ``ROOT/{split}/label_2`` where the split has labels (red boxes).
 - **Predictions** (blue boxes) come from KITTI result files (``--predictions DIR``, one
   ``DIR/ID.txt`` per frame, 15 label fields + score), or from running a detection checkpoint on the
   frames (``--ckpt``; the task is rebuilt from ``--config`` or the ``config.yaml`` saved beside the
   checkpoint and its weights read with ``torch.load(weights_only=True)``, as ``tools/eval.py`` does).
+
+**Converted Waymo** (``tools/convert_waymo.py``'s output: ``ROOT/ImageSets/<split>.txt`` of keys
+``<context_name>/<timestamp_micros>``, frames ``ROOT/<split>/<context_name>/<timestamp_micros>.npz``):
+
+- ``--dataset auto`` (the default) decides by the first non-empty split file ``ROOT/ImageSets/*.txt``
+  (by name): Waymo where its first line is a frame key ``<context_name>/<timestamp_micros>``, KITTI
+  where it is a bare id such as ``000123`` (KITTI ids never hold a ``/``). Without split files, a
+  root with ``training/velodyne`` or ``testing/velodyne`` is KITTI, and one whose segment folders
+  hold a converted segment's ``ROOT/<split>/<context_name>/index.json`` (``format``
+  ``perception-waymo-converted``; one segment per split folder is read) is Waymo. Anything else is
+  read as KITTI layout (and its errors say what KITTI needs). ``--dataset waymo`` / ``--dataset
+  kitti`` skip the guess.
+- ``--frame`` takes ``<context_name>/<timestamp_micros>`` (the split-file key) or
+  ``<context_name>_<timestamp_micros>`` (a sample's ``frame_id``). Without ``--split`` each frame is
+  looked up in ``val`` first, then in the other splits of the root (those with a split file or a
+  folder), by its ``.npz`` file.
+- Points are the converted ones (every lidar and return); ``--color intensity`` colours them by
+  ``tanh(intensity)``, the intensity the Waymo models see (OpenPCDet's choice: the raw value is
+  unbounded, with long tails from retro-reflectors); ``--color height`` spans z ∈ [-0.75, 3.25] m,
+  KITTI's colormap range moved up by the height of KITTI's lidar (Waymo's vehicle frame has its
+  origin on the ground).
+- Ground truth: every labelled box of the frame, named ``VEHICLE``, ``PEDESTRIAN``, ``CYCLIST``,
+  ``SIGN``.
+- ``--predictions FILE.bin``: a Waymo submission file (a serialized ``metrics.Objects``, as
+  ``tools/eval.py`` writes it), frames looked up by (context name, timestamp), types named as
+  above. Frames of the file that are not in the root (no ``.npz`` in any split) are an error naming
+  them; a requested frame the file holds nothing for shows no predictions (with a note: the format
+  has no record of a frame without objects).
+- ``--ckpt``: a checkpoint of a Waymo config (``data.dataset: waymo``, e.g. ``pvt_waymo.yaml``); its
+  frames are built by the config's data module on a view of the requested frames, through the
+  validation transforms, as in evaluation.
+
+**Output** (both layouts):
+
 - ``--save OUT.png`` renders headless with Open3D (EGL, no display needed); several frames give
-  ``OUT_ID.png`` each. Where Open3D cannot render (missing system libraries) it writes the matplotlib
-  bird's-eye PNG instead and says so. ``--bev`` asks for that PNG directly.
+  ``OUT_ID.png`` each (a Waymo ID is ``<context_name>_<timestamp_micros>``). Where Open3D cannot
+  render (missing system libraries) it writes the matplotlib bird's-eye PNG instead and says so.
+  ``--bev`` asks for that PNG directly. The bird's-eye view frames the scene's extent
+  (:meth:`~perception.viz.scene.Scene.view_range`: the 1st–99th percentiles of the points within
+  80 m in x and y, grown to hold every box), so a Waymo frame is seen out to its points' reach
+  (up to about ±75 m), every box included.
 - Without ``--save`` an interactive Open3D window opens (N/P or arrow keys step through the frames,
   [ and ] change the score threshold, B/C switch bird's-eye / chase views); without a display it
   says so and suggests ``--save``.
@@ -21,7 +62,8 @@
   as 16 numbers in a text file.
 
 Exit status 0 on success, 2 on a usage or data error (a missing frame, a predictions folder lacking
-a frame's file, no display for the viewer), printed without a traceback.
+a frame's file, a Waymo predictions file naming frames the root does not have, a checkpoint of the
+other dataset, no display for the viewer), printed without a traceback.
 """
 
 from __future__ import annotations
@@ -31,10 +73,11 @@ import importlib.util
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,6 +85,16 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from perception.viz.scene import Scene  # noqa: E402
+
+if TYPE_CHECKING:
+    from perception.data.frame import Frame
+    from perception.eval.waymo import WaymoObjects
+
+WAYMO_HEIGHT_RANGE: tuple[float, float] = (-0.75, 3.25)
+"""z range (metres, Waymo vehicle frame, origin on the ground) of the height colormap: KITTI's
+:data:`~perception.viz.scene.HEIGHT_RANGE` moved up by the height of KITTI's lidar (1.73 m, rounded)."""
+
+_NOT_SPLITS = ("ImageSets", "gt_database")  # folders of a converted root that hold no frames
 
 
 class VisualizeError(Exception):
@@ -51,14 +104,35 @@ class VisualizeError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python tools/visualize.py",
-        description="Show or render frames of a KITTI-layout dataset with their labels and predictions "
-        "(from result files or a checkpoint).",
+        description="Show or render frames of a KITTI-layout dataset or of converted Waymo data with their "
+        "labels and predictions (from result files or a checkpoint).",
     )
-    p.add_argument("--data-root", required=True, type=Path, help="KITTI-layout dataset root")
-    p.add_argument("--frame", required=True, nargs="+", help="frame id(s), e.g. 000123 (or 123)")
-    p.add_argument("--split", default="training", help="folder of the frames: training (default) or testing")
+    p.add_argument("--data-root", required=True, type=Path, help="KITTI-layout root or converted Waymo root")
+    p.add_argument(
+        "--frame",
+        required=True,
+        nargs="+",
+        help="frame id(s): KITTI 000123 (or 123); Waymo <context_name>/<timestamp_micros> "
+        "(or <context_name>_<timestamp_micros>)",
+    )
+    p.add_argument(
+        "--split",
+        help="KITTI: folder of the frames, training (default) or testing; Waymo: the split (default: "
+        "val where the frame is there, else the other splits of the root)",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=("auto", "kitti", "waymo"),
+        default="auto",
+        help="layout of --data-root (default auto: converted Waymo where its split files hold "
+        "<context>/<timestamp> keys or its segments have a converted index.json, else KITTI)",
+    )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--predictions", type=Path, help="folder of KITTI result files (ID.txt with scores)")
+    source.add_argument(
+        "--predictions",
+        type=Path,
+        help="KITTI: folder of result files (ID.txt with scores); Waymo: a submission file (.bin)",
+    )
     source.add_argument("--ckpt", type=Path, help="detection checkpoint to run on the frames")
     p.add_argument(
         "--config", help="config of --ckpt (a bare name is looked up in configs/; default: the run's)"
@@ -112,6 +186,216 @@ def _check_predictions(folder: Path, frame_ids: list[str]) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------ waymo frames
+
+
+class WaymoFrameRef(NamedTuple):
+    """A frame of a converted Waymo root: its split and ``(context_name, timestamp_micros)``."""
+
+    split: str
+    context_name: str
+    timestamp_micros: int
+
+    @property
+    def key(self) -> str:
+        """The split-file key ``<context_name>/<timestamp_micros>``."""
+        return f"{self.context_name}/{self.timestamp_micros}"
+
+    @property
+    def frame_id(self) -> str:
+        """A sample's ``frame_id``, ``<context_name>_<timestamp_micros>`` (also the PNG name suffix)."""
+        return f"{self.context_name}_{self.timestamp_micros}"
+
+
+def is_waymo_root(root: Path) -> bool:
+    """Whether ``root`` is a converted Waymo root (the rule is in the module docstring).
+
+    A split file decides first (its first key: ``<context>/<timestamp>`` → Waymo, a bare id →
+    KITTI); then a KITTI ``velodyne`` folder; then the ``index.json`` of one segment folder per split.
+    """
+    for split_file in sorted((root / "ImageSets").glob("*.txt")):
+        try:
+            with split_file.open() as f:
+                first = next((line.strip() for line in f if line.strip()), None)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if first is None:
+            continue
+        if "/" not in first:  # a KITTI id (and no import of torch for a KITTI root)
+            return False
+        from perception.data.waymo_converted import parse_frame_key
+
+        try:
+            parse_frame_key(first)
+        except ValueError:
+            return False
+        return True
+    if any((root / folder / "velodyne").is_dir() for folder in ("training", "testing")):
+        return False
+    for split in _split_folders(root):
+        try:
+            segment = next((d for d in sorted(split.iterdir()) if (d / "index.json").is_file()), None)
+        except OSError:
+            continue
+        if segment is not None:
+            from perception.data.waymo_converted import read_segment_index
+
+            if read_segment_index(segment) is not None:
+                return True
+    return False
+
+
+def _split_folders(root: Path) -> list[Path]:
+    try:
+        return sorted(
+            d
+            for d in root.iterdir()
+            if d.is_dir() and d.name not in _NOT_SPLITS and not d.name.startswith(".")
+        )
+    except OSError:
+        return []
+
+
+def waymo_splits(root: Path) -> list[str]:
+    """The splits of a converted root (its folders but ``ImageSets`` and ``gt_database``), ``val``
+    first, then by name."""
+    return sorted((d.name for d in _split_folders(root)), key=lambda name: (name != "val", name))
+
+
+def parse_waymo_frame(text: str) -> tuple[str, int] | None:
+    """``(context_name, timestamp_micros)`` of ``<context>/<timestamp>`` or ``<context>_<timestamp>``."""
+    from perception.data.waymo_converted import parse_frame_key
+
+    text = text.strip()
+    if "/" in text:
+        try:
+            return parse_frame_key(text)
+        except ValueError:
+            return None
+    context, sep, timestamp = text.rpartition("_")
+    if not sep or not context or not timestamp.isdigit():
+        return None
+    return context, int(timestamp)
+
+
+def _names_of(keys: list[str], limit: int = 8) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def waymo_frames(root: Path, split: str | None, frames: list[str]) -> list[WaymoFrameRef]:
+    """The requested frames of a converted root: in ``split``, or else the first split (``val``
+    first) holding the frame's ``.npz``."""
+    from perception.data.waymo_converted import frame_file, missing_waymo_message
+
+    if split is not None and not (root / split).is_dir():
+        raise VisualizeError(missing_waymo_message(root, split))
+    splits = [split] if split is not None else waymo_splits(root)
+    if not splits:
+        raise VisualizeError(missing_waymo_message(root, "val"))
+    bad = [f for f in frames if parse_waymo_frame(f) is None]
+    if bad:
+        raise VisualizeError(
+            f"--frame {', '.join(bad)}: not a Waymo frame key; expected <context_name>/<timestamp_micros> "
+            "(as in ROOT/ImageSets/<split>.txt) or <context_name>_<timestamp_micros>"
+        )
+    refs, missing = [], []
+    for text in frames:
+        context, timestamp = parse_waymo_frame(text)  # type: ignore[misc]
+        found = next((s for s in splits if frame_file(root, s, context, timestamp).is_file()), None)
+        if found is None:
+            missing.append(f"{context}/{timestamp}")
+        else:
+            refs.append(WaymoFrameRef(found, context, timestamp))
+    if missing:
+        where = f"split '{split}'" if split is not None else f"split(s) {', '.join(splits)}"
+        raise VisualizeError(
+            f"no frame {_names_of(missing)} in {root} (looked for "
+            f"<split>/<context_name>/<timestamp_micros>.npz in {where})"
+        )
+    return refs
+
+
+def load_waymo_frame(root: Path, ref: WaymoFrameRef) -> Frame:
+    """The frame's converted arrays as a :class:`~perception.data.frame.Frame`; the intensity column
+    (3) through ``tanh``, as the Waymo models see it (see the module docstring)."""
+    from perception.data.frame import Frame
+    from perception.data.waymo_converted import frame_file, load_frame_arrays
+
+    path = frame_file(root, ref.split, ref.context_name, ref.timestamp_micros)
+    try:
+        arrays = load_frame_arrays(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise VisualizeError(f"{path}: can not read the converted frame ({err})") from err
+    points = np.array(arrays["points"], dtype=np.float32, copy=True)
+    if points.ndim == 2 and points.shape[1] > 3:
+        np.tanh(points[:, 3], out=points[:, 3])
+    pose = arrays["pose"]
+    try:
+        return Frame(
+            frame_id=ref.frame_id,
+            points=points,
+            boxes=np.asarray(arrays["boxes"], np.float32).reshape(-1, 7),
+            names=np.asarray(arrays["names"]).astype(str),
+            difficulty=np.asarray(arrays["difficulty"], np.int32),
+            pose=pose if np.isfinite(pose).all() else None,
+            timestamp_micros=ref.timestamp_micros,
+        )
+    except ValueError as err:
+        raise VisualizeError(f"{path}: {err}") from err
+
+
+def waymo_predictions(
+    path: Path, root: Path, refs: list[WaymoFrameRef]
+) -> dict[tuple[str, int], WaymoObjects]:
+    """The submission file's objects by frame, checked against the root.
+
+    Frames of the file that no split of the root holds are an error naming them; requested frames
+    the file has no objects for get none (with a note on stderr).
+    """
+    from perception.data.waymo_converted import frame_file, parse_frame_key
+    from perception.eval.waymo import read_objects
+
+    if path.is_dir():
+        raise VisualizeError(
+            f"--predictions {path} is a folder; for converted Waymo data give a submission file "
+            "(.bin, a serialized metrics.Objects as tools/eval.py writes it)"
+        )
+    try:
+        objects = read_objects(path)
+    except FileNotFoundError as err:
+        raise VisualizeError(f"--predictions {path}: no such file") from err
+    except (OSError, ValueError) as err:
+        raise VisualizeError(f"--predictions {path}: {err}") from err
+    splits = waymo_splits(root)
+    known: set[tuple[str, int]] = set()
+    for split in splits:
+        split_file = root / "ImageSets" / f"{split}.txt"
+        if split_file.is_file():
+            for line in split_file.read_text().splitlines():
+                try:
+                    known.add(parse_frame_key(line))
+                except ValueError:
+                    continue
+    unknown = [
+        f"{c}/{t}"
+        for c, t in objects
+        if (c, t) not in known and not any(frame_file(root, s, c, t).is_file() for s in splits)
+    ]
+    if unknown:
+        raise VisualizeError(
+            f"--predictions {path} holds predictions for {len(unknown)} frame(s) that are not in {root}: "
+            f"{_names_of(unknown)}"
+        )
+    for ref in refs:
+        if (ref.context_name, ref.timestamp_micros) not in objects:
+            print(
+                f"visualize: note: {path} has no predictions for frame {ref.key}; showing none",
+                file=sys.stderr,
+            )
+    return objects
+
+
 def _load_eval_tool() -> ModuleType:
     """tools/eval.py as a module (its checkpoint and config helpers are reused here)."""
     spec = importlib.util.spec_from_file_location(
@@ -123,28 +407,76 @@ def _load_eval_tool() -> ModuleType:
     return module
 
 
+def _waymo_view(root: Path, splits: Mapping[str, str], keys: list[str], folder: Path) -> tuple[Path, str]:
+    """A converted root in ``folder`` whose split ``eval`` lists ``keys``: ``ImageSets/eval.txt`` and
+    links ``eval/<context_name>`` to ``ROOT/<split>/<context_name>`` (``splits``: key → split)."""
+    from perception.data.waymo_converted import parse_frame_key
+
+    view = folder / "view"
+    (view / "eval").mkdir(parents=True)
+    (view / "ImageSets").mkdir()
+    linked: dict[str, str] = {}
+    for key in keys:
+        context, _ = parse_frame_key(key)
+        split = splits[key]
+        if linked.setdefault(context, split) != split:
+            raise VisualizeError(
+                f"segment {context} has frames in splits '{linked[context]}' and '{split}'; give --split"
+            )
+    for context, split in linked.items():
+        (view / "eval" / context).symlink_to((root / split / context).resolve(), target_is_directory=True)
+    (view / "ImageSets" / "eval.txt").write_text("".join(f"{k}\n" for k in dict.fromkeys(keys)))
+    return view, "eval"
+
+
 class CheckpointPredictor:
-    """A detection checkpoint run on single frames of a KITTI-layout root.
+    """A detection checkpoint run on single frames of a KITTI-layout or converted Waymo root.
 
     The task is rebuilt like ``tools/eval.py`` does (its ``find_config``, ``clean_config`` and
-    ``load_state_dict``, weights read with ``weights_only=True``); each frame goes through the config's
-    validation transforms, as in evaluation. Call :meth:`close` (or use ``with``) to remove the
-    temporary split view.
+    ``load_state_dict``, weights read with ``weights_only=True``); the frames are built by the
+    config's data module on a temporary view of the root holding only them (split ``eval``), through
+    the config's validation transforms, as in evaluation. Call :meth:`close` (or use ``with``) to
+    remove the view.
+
+    Args:
+        ckpt, config: the checkpoint and its config (None: the ``config.yaml`` beside the run).
+        root: the dataset root.
+        split_folder: KITTI: the frames' folder (``training``). Waymo: the frames' split, or a
+            mapping frame key → split.
+        frame_ids: KITTI ids (``000123``) or Waymo keys (``<context_name>/<timestamp_micros>``);
+            :meth:`predict` takes the same.
+        dataset: ``"kitti"`` or ``"waymo"``; the config's ``data.dataset`` must be the same.
     """
 
     def __init__(
-        self, ckpt: Path, config: str | None, root: Path, split_folder: str, frame_ids: list[str]
+        self,
+        ckpt: Path,
+        config: str | None,
+        root: Path,
+        split_folder: str | Mapping[str, str],
+        frame_ids: list[str],
+        dataset: str = "kitti",
     ) -> None:
         os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
         eval_tool = _load_eval_tool()
         try:
             config_path = eval_tool.find_config(ckpt, config)
+            config_dataset = eval_tool._config_dataset(config_path)
+        except eval_tool.EvalError as err:
+            raise VisualizeError(str(err)) from err
+        if config_dataset != dataset:
+            layout = "converted Waymo data" if dataset == "waymo" else "a KITTI-layout dataset"
+            raise VisualizeError(
+                f"{config_path} is a '{config_dataset}' config (data.dataset) but {root} is {layout}; "
+                f"give the checkpoint of a {dataset} config (or its config with --config)"
+            )
+        try:
             state, hparams = eval_tool.load_state_dict(ckpt)
         except eval_tool.EvalError as err:
             raise VisualizeError(str(err)) from err
         self._tmp = tempfile.TemporaryDirectory(prefix="perception-visualize-")
         try:
-            self._build(eval_tool, ckpt, config_path, state, hparams, root, split_folder, frame_ids)
+            self._build(eval_tool, ckpt, config_path, state, hparams, root, split_folder, frame_ids, dataset)
         except BaseException:
             self._tmp.cleanup()
             raise
@@ -157,20 +489,29 @@ class CheckpointPredictor:
         state: dict,
         hparams: dict,
         root: Path,
-        split_folder: str,
+        split_folder: str | Mapping[str, str],
         frame_ids: list[str],
+        dataset: str,
     ) -> None:
         tmp = Path(self._tmp.name)
-        view, split = eval_tool.frame_view(root, split_folder, frame_ids, tmp)
+        if dataset == "waymo":
+            splits = (
+                split_folder if isinstance(split_folder, Mapping) else dict.fromkeys(frame_ids, split_folder)
+            )
+            view, split = _waymo_view(root, splits, frame_ids, tmp)
+            folder_args = []
+        else:
+            assert isinstance(split_folder, str)
+            view, split = eval_tool.frame_view(root, split_folder, frame_ids, tmp)
+            folder_args = ["--data.split_folder", split_folder]
 
         from perception.cli import DetectionCLI
-        from perception.data.datasets import KittiDetectionDataset
 
         cli_args = [
             "--config", str(eval_tool.clean_config(config_path, tmp)),
             "--data.root", str(view),
             "--data.val_split", split,
-            "--data.split_folder", split_folder,
+            *folder_args,
             "--data.database", "null",
             "--data.num_workers", "0",
             "--model.compile", "false",
@@ -197,9 +538,11 @@ class CheckpointPredictor:
             raise VisualizeError(f"{ckpt} does not fit the model of {config_path}: {err}") from err
         self.task = task.eval()
         self.class_names = list(task.class_names)
-        self.dataset = KittiDetectionDataset(
-            view, split, self.class_names, cli.datamodule.val_transforms, split_folder=split_folder
-        )
+        try:
+            cli.datamodule.setup("validate")
+        except FileNotFoundError as err:
+            raise VisualizeError(str(err)) from err
+        self.dataset = cli.datamodule.val_set
         self._index = {f: i for i, f in enumerate(self.dataset.frame_ids)}
 
     def predict(self, frame_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,6 +592,45 @@ def scene_loader(args: argparse.Namespace, frame_ids: list[str]) -> tuple[Callab
                 scene = Scene.from_frame(frame, colour_by=args.color)
         except (FileNotFoundError, KittiFormatError) as err:
             raise VisualizeError(str(err)) from err
+        return scene.with_score_threshold(args.score_threshold)
+
+    return load, predictor
+
+
+def waymo_scene_loader(
+    args: argparse.Namespace,
+    refs: list[WaymoFrameRef],
+    predictions: Mapping[tuple[str, int], WaymoObjects] | None,
+) -> tuple[Callable[[int], Scene], Any]:
+    """``(index -> Scene, a resource to close or None)`` for frames of a converted Waymo root."""
+    from perception.eval.waymo import TYPE_CODES
+
+    type_names = {code: name for name, code in TYPE_CODES.items()}
+    predictor = None
+    if args.ckpt is not None:
+        predictor = CheckpointPredictor(
+            args.ckpt,
+            args.config,
+            args.data_root,
+            {r.key: r.split for r in refs},
+            [r.key for r in refs],
+            dataset="waymo",
+        )
+    elif args.config is not None:
+        raise VisualizeError("--config is for --ckpt")
+
+    def load(index: int) -> Scene:
+        ref = refs[index]
+        frame = load_waymo_frame(args.data_root, ref)
+        style = {"colour_by": args.color, "z_range": WAYMO_HEIGHT_RANGE}
+        objects = None if predictions is None else predictions.get((ref.context_name, ref.timestamp_micros))
+        if objects is not None:
+            names = np.array([type_names.get(int(t), f"TYPE_{int(t)}") for t in objects.types], dtype=str)
+            scene = Scene.from_frame(frame, objects.boxes.astype(np.float32), names, objects.scores, **style)
+        elif predictor is not None:
+            scene = Scene.from_frame(frame, *predictor.predict(ref.key), **style)
+        else:
+            scene = Scene.from_frame(frame, **style)
         return scene.with_score_threshold(args.score_threshold)
 
     return load, predictor
@@ -315,13 +697,28 @@ def save(args: argparse.Namespace, load: Callable[[int], Scene], frame_ids: list
 def run(args: argparse.Namespace) -> None:
     if args.bev and args.save is None:
         raise VisualizeError("--bev writes a PNG: give --save OUT.png")
+    waymo = args.dataset == "waymo" or (
+        args.dataset == "auto" and args.data_root.is_dir() and is_waymo_root(args.data_root)
+    )
     if not args.data_root.exists():
+        if waymo:
+            from perception.data.waymo_converted import missing_waymo_message
+
+            raise VisualizeError(missing_waymo_message(args.data_root, args.split or "val"))
         from perception.data.datasets import missing_dataset_message
 
-        raise VisualizeError(missing_dataset_message(args.data_root, "val", args.split))
-    frame_ids = _frame_ids(args.data_root, args.split, args.frame)
-    if args.predictions is not None:
-        _check_predictions(args.predictions, frame_ids)
+        raise VisualizeError(missing_dataset_message(args.data_root, "val", args.split or "training"))
+    predictions = None
+    if waymo:
+        refs = waymo_frames(args.data_root, args.split, args.frame)
+        frame_ids = [r.frame_id for r in refs]
+        if args.predictions is not None:
+            predictions = waymo_predictions(args.predictions, args.data_root, refs)
+    else:
+        args.split = args.split or "training"
+        frame_ids = _frame_ids(args.data_root, args.split, args.frame)
+        if args.predictions is not None:
+            _check_predictions(args.predictions, frame_ids)
     if args.save is None:  # fail fast, before loading a checkpoint
         from perception.viz.open3d import has_display
 
@@ -330,7 +727,10 @@ def run(args: argparse.Namespace) -> None:
                 "no display for the interactive viewer (DISPLAY / WAYLAND_DISPLAY unset); render to a "
                 "PNG instead with --save OUT.png (add --bev for the matplotlib bird's-eye view)"
             )
-    load, resource = scene_loader(args, frame_ids)
+    if waymo:
+        load, resource = waymo_scene_loader(args, refs, predictions)
+    else:
+        load, resource = scene_loader(args, frame_ids)
     try:
         if args.save is not None:
             save(args, load, frame_ids)

@@ -219,7 +219,9 @@ def plot_scene(
         pred_names=scene.pred_names,
         pred_scores=scene.pred_scores,
         score_threshold=score_threshold,
-        point_colours=None if scene.colour_by == "height" else scene.point_colours(),
+        point_colours=(
+            None if scene.colour_by == "height" and scene.z_range == HEIGHT_RANGE else scene.point_colours()
+        ),
         occupancy=scene.occupancy,
         **kwargs,
     )
