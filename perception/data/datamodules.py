@@ -97,10 +97,6 @@ class DetectionDataModule(L.LightningDataModule):
 
     Args:
         root: dataset root (see data/README.md).
-        dataset: ``"kitti"`` (a KITTI-layout root: :class:`~perception.data.datasets.KittiDetectionDataset`)
-            or ``"waymo"`` (``tools/convert_waymo.py``'s output:
-            :class:`~perception.data.waymo_converted.WaymoDetectionDataset`; no camera filter, the
-            database built with :func:`~perception.data.waymo_converted.build_waymo_gt_database`).
         class_names: training classes; labels index into them.
         point_cloud_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]`` metres, for the default
             transforms' range filter.
@@ -121,12 +117,15 @@ class DetectionDataModule(L.LightningDataModule):
         multiprocessing_context: how workers start: ``forkserver`` (default, see the module
             docstring), ``spawn`` or ``fork``.
         split_folder: ``training``.
+        dataset: ``"kitti"`` (a KITTI-layout root: :class:`~perception.data.datasets.KittiDetectionDataset`)
+            or ``"waymo"`` (``tools/convert_waymo.py``'s output:
+            :class:`~perception.data.waymo_converted.WaymoDetectionDataset`; no camera filter, the
+            database built with :func:`~perception.data.waymo_converted.build_waymo_gt_database`).
     """
 
     def __init__(
         self,
         root: str = "data/synthetic",
-        dataset: str = "kitti",
         class_names: Sequence[str] = ("Car", "Pedestrian", "Cyclist"),
         point_cloud_range: Sequence[float] = KITTI_RANGE,
         train_split: str = "train",
@@ -145,6 +144,7 @@ class DetectionDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         multiprocessing_context: str | None = "forkserver",
         split_folder: str = "training",
+        dataset: str = "kitti",
     ) -> None:
         super().__init__()
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1) or num_workers < 0:
