@@ -23,7 +23,7 @@ from perception.data.kitti import load_frame, read_split
 from perception.data.sample import Sample
 from perception.data.transforms import Compose, Transform
 
-__all__ = ["EpochSampler", "KittiDetectionDataset", "missing_dataset_message"]
+__all__ = ["EpochDataset", "EpochSampler", "KittiDetectionDataset", "missing_dataset_message"]
 
 
 def missing_dataset_message(root: str | os.PathLike, split: str, split_folder: str = "training") -> str:
@@ -39,7 +39,54 @@ def missing_dataset_message(root: str | os.PathLike, split: str, split_folder: s
     )
 
 
-class KittiDetectionDataset(Dataset[Sample]):
+class EpochDataset(Dataset[Sample]):
+    """The part every detection dataset shares: per-(seed, epoch, index) augmentation (module docstring).
+
+    A subclass sets ``frame_ids``, ``split`` and calls :meth:`_init_transforms`; it implements
+    :meth:`load` (sample ``index`` as read, before any transform).
+    """
+
+    frame_ids: list[str]
+    split: str
+
+    def _init_transforms(self, transforms: Transform | Sequence[Transform] | None, seed: int) -> None:
+        if transforms is None or isinstance(transforms, Transform):
+            self.transform = transforms
+        else:
+            self.transform = Compose(list(transforms))
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.frame_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch integer indices use (keys from :class:`EpochSampler` carry their own)."""
+        self.epoch = int(epoch)
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator that augments sample ``index`` in ``epoch``."""
+        return np.random.default_rng([self.seed, epoch, index])
+
+    def load(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        """Sample ``key`` (an index, at the dataset's epoch) or ``(epoch, index)``, transformed."""
+        if isinstance(key, (tuple, list)):
+            epoch, index = (int(k) for k in key)
+        else:
+            epoch, index = self.epoch, int(key)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} frames of split '{self.split}'")
+        index %= len(self)
+        sample = self.load(index)
+        if self.transform is not None:
+            sample = self.transform(sample, self.rng(epoch, index))
+        return sample
+
+
+class KittiDetectionDataset(EpochDataset):
     """Frames of one ImageSets split as :class:`Sample`\\ s for detection.
 
     Args:
@@ -80,23 +127,7 @@ class KittiDetectionDataset(Dataset[Sample]):
         self.split, self.split_folder = split, split_folder
         self.frame_ids = read_split(self.root, split)
         self.class_names = tuple(class_names)
-        if transforms is None or isinstance(transforms, Transform):
-            self.transform = transforms
-        else:
-            self.transform = Compose(list(transforms))
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.frame_ids)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch integer indices use (keys from :class:`EpochSampler` carry their own)."""
-        self.epoch = int(epoch)
-
-    def rng(self, epoch: int, index: int) -> np.random.Generator:
-        """The generator that augments sample ``index`` in ``epoch``."""
-        return np.random.default_rng([self.seed, epoch, index])
+        self._init_transforms(transforms, seed)
 
     def load(self, index: int) -> Sample:
         """Sample ``index`` as read, before any transform (points (N, 4) float32, lidar frame)."""
@@ -122,20 +153,6 @@ class KittiDetectionDataset(Dataset[Sample]):
                 "gt_objects": gt_objects,
             },
         )
-
-    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
-        """Sample ``key`` (an index, at the dataset's epoch) or ``(epoch, index)``, transformed."""
-        if isinstance(key, (tuple, list)):
-            epoch, index = (int(k) for k in key)
-        else:
-            epoch, index = self.epoch, int(key)
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} frames of split '{self.split}'")
-        index %= len(self)
-        sample = self.load(index)
-        if self.transform is not None:
-            sample = self.transform(sample, self.rng(epoch, index))
-        return sample
 
     def __repr__(self) -> str:
         return (

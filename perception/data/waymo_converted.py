@@ -64,13 +64,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from torch.utils.data import Dataset
 
 from perception.data import database as gt_database_format
 from perception.data.database import INDEX_NAME
+from perception.data.datasets import EpochDataset
 from perception.data.io import atomic_write_bytes, atomic_write_text
 from perception.data.sample import Sample
-from perception.data.transforms import Compose, Transform
+from perception.data.transforms import Transform
 from perception.data.waymo import (
     POINT_COLUMNS,
     WaymoFormatError,
@@ -802,7 +802,7 @@ def build_waymo_gt_database(
 # dataset
 
 
-class WaymoDetectionDataset(Dataset[Sample]):
+class WaymoDetectionDataset(EpochDataset):
     """Converted Waymo frames of one split as :class:`Sample`\\ s for detection.
 
     Args:
@@ -852,23 +852,7 @@ class WaymoDetectionDataset(Dataset[Sample]):
         self._keys = [parse_frame_key(k) for k in self.frame_ids]
         self.class_names = tuple(class_names)
         self.point_columns, self.intensity_tanh = int(point_columns), bool(intensity_tanh)
-        if transforms is None or isinstance(transforms, Transform):
-            self.transform = transforms
-        else:
-            self.transform = Compose(list(transforms))
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.frame_ids)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch integer indices use (keys from :class:`~perception.data.datasets.EpochSampler` carry their own)."""
-        self.epoch = int(epoch)
-
-    def rng(self, epoch: int, index: int) -> np.random.Generator:
-        """The generator that augments sample ``index`` in ``epoch``."""
-        return np.random.default_rng([self.seed, epoch, index])
+        self._init_transforms(transforms, seed)
 
     def load(self, index: int) -> Sample:
         """Sample ``index`` as converted, before any transform (points (N, point_columns) float32)."""
@@ -900,20 +884,6 @@ class WaymoDetectionDataset(Dataset[Sample]):
             difficulty=arrays["difficulty"][known].astype(np.int32),
             meta={"index": index, "frame_key": (context, timestamp), "gt_objects": gt_objects},
         )
-
-    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
-        """Sample ``key`` (an index, at the dataset's epoch) or ``(epoch, index)``, transformed."""
-        if isinstance(key, (tuple, list)):
-            epoch, index = (int(k) for k in key)
-        else:
-            epoch, index = self.epoch, int(key)
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} frames of split '{self.split}'")
-        index %= len(self)
-        sample = self.load(index)
-        if self.transform is not None:
-            sample = self.transform(sample, self.rng(epoch, index))
-        return sample
 
     def __repr__(self) -> str:
         return (
