@@ -28,18 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be ≥ {minimum}, got {value}")
-        return value
-
-    return parse
+from perception.arguments import int_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, help="converted dataset root (e.g. data/waymo/converted)"
     )
     p.add_argument("--split", default="train", help="split to write: train (default), val, test, ...")
-    p.add_argument("--workers", type=_int_at_least(1), default=1, help="processes (default 1)")
-    p.add_argument("--every", type=_int_at_least(1), default=1, help="keep every K-th frame (default 1: all)")
+    p.add_argument("--workers", type=int_at_least(1), default=1, help="processes (default 1)")
+    p.add_argument("--every", type=int_at_least(1), default=1, help="keep every K-th frame (default 1: all)")
     p.add_argument("--v2", action="store_true", help="--src is a Waymo v2 parquet root")
     p.add_argument("--no-gt-database", action="store_true", help="do not build OUT/gt_database (train split)")
     p.add_argument("--compress", action="store_true", help="compressed .npz (smaller, slower to write)")

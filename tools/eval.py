@@ -220,8 +220,15 @@ def _config_dataset(config: Path) -> str:
     return str((content.get("data") or {}).get("dataset", "kitti"))
 
 
-def _trainer_args(out: Path) -> list[str]:
+def _trainer_args(out: Path, args: argparse.Namespace) -> list[str]:
+    """The CLI arguments every evaluation run adds: no logger, one device, no batch limits, loaders."""
+    loaders = []
+    if args.batch_size is not None:
+        loaders += ["--data.val_batch_size", str(args.batch_size)]
+    if args.num_workers is not None:
+        loaders += ["--data.num_workers", str(args.num_workers)]
     return [
+        *loaders,
         "--model.compile", "false",
         "--trainer.logger", "false",
         "--trainer.devices", "1",
@@ -276,12 +283,8 @@ def run_waymo(args: argparse.Namespace, overrides: list[str], config: Path) -> d
             "--data.predict_split", args.split,
             "--data.database", "null",
             "--model.waymo_submission", str(submission),
-            *_trainer_args(out),
+            *_trainer_args(out, args),
         ]  # fmt: skip
-        if args.batch_size is not None:
-            cli_args += ["--data.val_batch_size", str(args.batch_size)]
-        if args.num_workers is not None:
-            cli_args += ["--data.num_workers", str(args.num_workers)]
         task, datamodule, trainer = _build(cli_args, overrides, ckpt, config, state, hparams)
         try:
             datamodule.setup("predict")
@@ -345,12 +348,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
             "--data.predict_split_folder", args.split_folder,
             "--data.database", "null",  # else prepare_data would build the train split's database
             "--model.predictions_dir", str(predictions),
-            *_trainer_args(out),
+            *_trainer_args(out, args),
         ]  # fmt: skip
-        if args.batch_size is not None:
-            cli_args += ["--data.val_batch_size", str(args.batch_size)]
-        if args.num_workers is not None:
-            cli_args += ["--data.num_workers", str(args.num_workers)]
         task, datamodule, trainer = _build(cli_args, overrides, ckpt, config, state, hparams)
         predictions.mkdir(parents=True, exist_ok=True)
         for stale in [*predictions.glob("*.txt"), out / "metrics.json"]:  # this run's results only

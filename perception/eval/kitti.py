@@ -74,6 +74,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from perception.data.kitti import KITTI_CLASSES, KittiCalibration, read_label
+from perception.eval._inputs import as_numpy, field
 from perception.geometry.camera import observation_angle, project_boxes_to_image
 from perception.ops.iou3d import boxes_overlap_bev
 
@@ -137,24 +138,9 @@ _GT_COLS, _DT_COLS = 15, 14
 # Annotations → rows
 
 
-def _field(obj: Any, *keys: str) -> Any:
-    """The first of ``keys`` that ``obj`` (mapping or object) has and is not None, else None."""
-    for key in keys:
-        value = obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def _decimal(value: Any, shape: tuple[int, ...]) -> NDArray[np.float64]:
     """float64 of ``value``; float32 goes through its shortest decimal form (the text it came from)."""
-    array = _numpy(value)
+    array = as_numpy(value)
     if array.dtype == np.float32:
         array = array.astype(str)
     return np.asarray(array, dtype=np.float64).reshape(shape)
@@ -173,45 +159,45 @@ def _codes(names: Any, n: int, what: str) -> NDArray[np.float64]:
 def _boxes_camera(obj: Any, n: int, what: str) -> NDArray[np.float64]:
     """(n, 7) ``[x, y, z, l, h, w, ry]`` from ``boxes_camera``, OpenPCDet's location / dimensions /
     rotation_y, or ``boxes_lidar`` + ``calib``."""
-    boxes = _field(obj, "boxes_camera")
-    if boxes is None and _field(obj, "location") is not None:
-        loc, dims, ry = (_numpy(_field(obj, k)) for k in ("location", "dimensions", "rotation_y"))
+    boxes = field(obj, "boxes_camera")
+    if boxes is None and field(obj, "location") is not None:
+        loc, dims, ry = (as_numpy(field(obj, k)) for k in ("location", "dimensions", "rotation_y"))
         boxes = np.column_stack([loc.reshape(-1, 3), dims.reshape(-1, 3), ry.reshape(-1)])
-    if boxes is None and _field(obj, "boxes_lidar") is not None:
-        calib = _field(obj, "calib")
+    if boxes is None and field(obj, "boxes_lidar") is not None:
+        calib = field(obj, "calib")
         if not isinstance(calib, KittiCalibration):
             raise ValueError(f"{what}: boxes_lidar needs a KittiCalibration under 'calib'")
-        boxes = calib.boxes_lidar_to_camera(_numpy(_field(obj, "boxes_lidar")).astype(np.float64))
+        boxes = calib.boxes_lidar_to_camera(as_numpy(field(obj, "boxes_lidar")).astype(np.float64))
     if boxes is None:
         raise ValueError(
             f"{what}: needs boxes_camera (or location/dimensions/rotation_y, or boxes_lidar + calib)"
         )
-    boxes = _numpy(boxes).astype(np.float64)
+    boxes = as_numpy(boxes).astype(np.float64)
     if boxes.shape != (n, 7):
         raise ValueError(f"{what}: boxes must be ({n}, 7) [x, y, z, l, h, w, ry], got {boxes.shape}")
     return boxes
 
 
 def _bbox(obj: Any, boxes_camera: NDArray[np.float64], n: int, what: str) -> NDArray[np.float64]:
-    bbox = _field(obj, "bbox")
+    bbox = field(obj, "bbox")
     if bbox is None:
-        calib = _field(obj, "calib")
+        calib = field(obj, "calib")
         if not isinstance(calib, KittiCalibration):
             raise ValueError(f"{what}: needs bbox (image boxes), or calib to project the 3D boxes")
         lidar = calib.boxes_camera_to_lidar(boxes_camera)
-        bbox, _ = project_boxes_to_image(lidar, calib.lidar_to_image_matrix, _field(obj, "image_shape"))
+        bbox, _ = project_boxes_to_image(lidar, calib.lidar_to_image_matrix, field(obj, "image_shape"))
     return _decimal(bbox, (n, 4))
 
 
 def _alpha(obj: Any, boxes_camera: NDArray[np.float64], n: int) -> NDArray[np.float64]:
-    alpha = _field(obj, "alpha")
+    alpha = field(obj, "alpha")
     if alpha is None:
         return observation_angle(boxes_camera)
     return _decimal(alpha, (n,))
 
 
 def _num_objects(obj: Any, what: str) -> int:
-    names = _field(obj, "names", "name")
+    names = field(obj, "names", "name")
     if names is None:
         raise ValueError(f"{what}: needs 'names' (class names, one per object)")
     return int(np.asarray(names).size)
@@ -223,20 +209,20 @@ def _gt_rows(obj: Any, what: str = "ground truth") -> NDArray[np.float64]:
     rows = np.zeros((0, _GT_COLS))
     if n:
         boxes = _boxes_camera(obj, n, what)
-        truncated, occluded = _field(obj, "truncated"), _field(obj, "occluded")
+        truncated, occluded = field(obj, "truncated"), field(obj, "occluded")
         if truncated is None or occluded is None:
             raise ValueError(f"{what}: needs 'truncated' and 'occluded' (the difficulty depends on them)")
         rows = np.column_stack(
             [
-                _codes(_field(obj, "names", "name"), n, what),
+                _codes(field(obj, "names", "name"), n, what),
                 _decimal(truncated, (n,)),
-                _numpy(occluded).astype(np.float64).reshape(n),
+                as_numpy(occluded).astype(np.float64).reshape(n),
                 _alpha(obj, boxes, n),
                 _bbox(obj, boxes, n, what),
                 boxes,
             ]
         )
-    dontcare = _field(obj, "dontcare_bbox")
+    dontcare = field(obj, "dontcare_bbox")
     if dontcare is not None and len(dontcare):
         dc = _decimal(dontcare, (-1, 4))
         extra = np.tile(
@@ -250,7 +236,7 @@ def _gt_rows(obj: Any, what: str = "ground truth") -> NDArray[np.float64]:
 def _dt_rows(obj: Any, what: str = "predictions") -> NDArray[np.float64]:
     """(n, 14) detection rows of one frame."""
     n = _num_objects(obj, what)
-    scores = _field(obj, "scores", "score")
+    scores = field(obj, "scores", "score")
     if scores is None:
         if n == 0:
             return np.zeros((0, _DT_COLS))
@@ -258,11 +244,11 @@ def _dt_rows(obj: Any, what: str = "predictions") -> NDArray[np.float64]:
     boxes = _boxes_camera(obj, n, what)
     return np.column_stack(
         [
-            _codes(_field(obj, "names", "name"), n, what),
+            _codes(field(obj, "names", "name"), n, what),
             _alpha(obj, boxes, n),
             _bbox(obj, boxes, n, what),
             boxes,
-            _numpy(scores).astype(np.float64).reshape(n),
+            as_numpy(scores).astype(np.float64).reshape(n),
         ]
     )
 

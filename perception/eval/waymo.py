@@ -113,6 +113,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from perception.data.io import atomic_write_bytes
+from perception.eval._inputs import as_numpy, field
 from perception.ops.iou3d import boxes_iou3d
 
 __all__ = [
@@ -204,26 +205,11 @@ class WaymoObjects:
         return len(self.boxes)
 
 
-def _get(obj: Any, *keys: str) -> Any:
-    """The first of ``keys`` that ``obj`` (mapping or object) has and is not None, else None."""
-    for key in keys:
-        value = obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def _type_codes(values: Any, n: int, what: str) -> NDArray[np.int64]:
     """(n,) ``Label.Type`` codes from codes or names (``VEHICLE``, ``TYPE_VEHICLE``, any case)."""
     if values is None:
         raise ValueError(f"{what}: needs 'types' (Label.Type codes or names, one per box)")
-    array = _numpy(values).reshape(-1)
+    array = as_numpy(values).reshape(-1)
     if len(array) != n:
         raise ValueError(f"{what}: {len(array)} types for {n} boxes")
     if array.dtype.kind in "iub" or (array.dtype.kind == "f" and np.all(array == np.round(array))):
@@ -240,10 +226,10 @@ def _type_codes(values: Any, n: int, what: str) -> NDArray[np.int64]:
 
 
 def _boxes(obj: Any, what: str) -> NDArray[np.float64]:
-    boxes = _get(obj, "boxes", "boxes_lidar")
+    boxes = field(obj, "boxes", "boxes_lidar")
     if boxes is None:
         raise ValueError(f"{what}: needs 'boxes' ((M, 7) [x, y, z, l, w, h, heading])")
-    boxes = _numpy(boxes).astype(np.float64)
+    boxes = as_numpy(boxes).astype(np.float64)
     if boxes.size == 0:
         return np.zeros((0, 7))
     if boxes.ndim != 2 or boxes.shape[1] != 7:
@@ -256,7 +242,7 @@ def _boxes(obj: Any, what: str) -> NDArray[np.float64]:
 
 
 def _vector(value: Any, n: int, dtype: Any, what: str, name: str) -> np.ndarray:
-    array = _numpy(value).reshape(-1)
+    array = as_numpy(value).reshape(-1)
     if len(array) != n:
         raise ValueError(f"{what}: {len(array)} {name} for {n} boxes")
     return array.astype(dtype)
@@ -267,13 +253,13 @@ def _gt_rows(obj: Any, what: str = "ground truth") -> NDArray[np.float64]:
     boxes without lidar points dropped, unset difficulty from the point count)."""
     boxes = _boxes(obj, what)
     n = len(boxes)
-    types = _type_codes(_get(obj, "types", "type", "names"), n, what) if n else np.zeros(0, np.int64)
-    difficulty = _get(obj, "difficulty", "detection_difficulty_level")
+    types = _type_codes(field(obj, "types", "type", "names"), n, what) if n else np.zeros(0, np.int64)
+    difficulty = field(obj, "difficulty", "detection_difficulty_level")
     level = np.zeros(n, np.int64) if difficulty is None else _vector(difficulty, n, np.int64, what, "levels")
     bad = sorted(set(level[(level < 0) | (level > 2)].tolist()))
     if bad:
         raise ValueError(f"{what}: difficulty levels must be 0 (unset), 1 or 2, got {bad}")
-    points = _get(obj, "num_lidar_points", "num_lidar_points_in_box")
+    points = field(obj, "num_lidar_points", "num_lidar_points_in_box")
     if points is None:
         if (level == 0).any():
             raise ValueError(
@@ -294,14 +280,14 @@ def _pd_rows(obj: Any, what: str = "predictions") -> NDArray[np.float64]:
     n = len(boxes)
     if n == 0:
         return np.zeros((0, _PD_COLS))
-    types = _type_codes(_get(obj, "types", "type", "names"), n, what)
-    scores = _get(obj, "scores", "score")
+    types = _type_codes(field(obj, "types", "type", "names"), n, what)
+    scores = field(obj, "scores", "score")
     if scores is None:
         raise ValueError(f"{what}: needs 'scores' (one confidence per box)")
     scores = _vector(scores, n, np.float32, what, "scores")
     if np.isnan(scores).any():
         raise ValueError(f"{what}: scores contain NaN")
-    nlz = _get(obj, "overlap_with_nlz")
+    nlz = field(obj, "overlap_with_nlz")
     nlz = np.zeros(n, bool) if nlz is None else _vector(nlz, n, bool, what, "overlap_with_nlz flags")
     return np.column_stack([boxes, types, scores.astype(np.float64), nlz])
 
@@ -903,7 +889,7 @@ def write_objects(path: str | os.PathLike, frames: Mapping[FrameKey, Any], fsync
         n = len(boxes)
         if n == 0:
             continue
-        types = _type_codes(_get(obj, "types", "type", "names"), n, what).tolist()
+        types = _type_codes(field(obj, "types", "type", "names"), n, what).tolist()
         optional = {}
         for name, keys, dtype in (
             ("scores", ("scores", "score"), np.float32),
@@ -912,7 +898,7 @@ def write_objects(path: str | os.PathLike, frames: Mapping[FrameKey, Any], fsync
             ("nlz", ("overlap_with_nlz",), bool),
             ("ids", ("ids",), str),
         ):
-            value = _get(obj, *keys)
+            value = field(obj, *keys)
             optional[name] = None if value is None else _vector(value, n, dtype, what, name).tolist()
         rows = boxes.tolist()
         for i in range(n):
