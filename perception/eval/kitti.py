@@ -482,11 +482,17 @@ def _score_thresholds(scores, num_gt):  # pragma: no cover - numba
     return out[:num]
 
 
-def _sampled_ap(values: NDArray[np.float64]) -> tuple[float, float]:
-    """(R11, R40) AP in percent from per-threshold precision (or AOS), made monotone first."""
+def _monotone_curve(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(41,) the devkit's precision (or AOS) at recall 0, 1/40, ..., 1, made monotone (0 beyond the data)."""
     curve = np.zeros(_N_SAMPLE_PTS)
     n = min(len(values), _N_SAMPLE_PTS)
     curve[:n] = np.maximum.accumulate(values[:n][::-1])[::-1]
+    return curve
+
+
+def _sampled_ap(values: NDArray[np.float64]) -> tuple[float, float]:
+    """(R11, R40) AP in percent from per-threshold precision (or AOS), made monotone first."""
+    curve = _monotone_curve(values)
     return float(curve[::4].sum() / 11 * 100), float(curve[1:].sum() / 40 * 100)
 
 
@@ -544,8 +550,13 @@ def _evaluate_rows(
     dt_counts: NDArray[np.int64],
     classes: Sequence[str],
     overlaps: str,
+    curves: dict[str, NDArray[np.float64]] | None = None,
 ) -> dict[str, float]:
-    """The evaluation over all frames' rows: ``gt`` (N, 15) and ``dt`` (M, 14) with per-frame counts."""
+    """The evaluation over all frames' rows: ``gt`` (N, 15) and ``dt`` (M, 14) with per-frame counts.
+
+    Where ``curves`` is a dict, it receives ``{class}_{image|bev|3d}/{difficulty}`` → (41,) the monotone
+    precision at recall 0, 1/40, ..., 1 that the R40 AP averages (from index 1).
+    """
     _check_options(classes, overlaps)
     gt_off, dt_off = _offsets(gt_counts), _offsets(dt_counts)
     ov_off = _pair_offsets(gt_off, dt_off)
@@ -581,6 +592,8 @@ def _evaluate_rows(
                     )  # fmt: skip
                     denominator = np.where(pr[:, 0] + pr[:, 1] > 0, pr[:, 0] + pr[:, 1], np.inf)
                     ap = _sampled_ap(pr[:, 0] / denominator)  # 0 where TP + FP = 0
+                    if curves is not None:
+                        curves[f"{cls}_{metric}/{diff}"] = _monotone_curve(pr[:, 0] / denominator)
                     if compute_aos:
                         aos = _sampled_ap(pr[:, 3] / denominator)
                 results[f"{cls}_{metric}/{diff}_R11"], results[f"{cls}_{metric}/{diff}_R40"] = ap
@@ -715,7 +728,10 @@ class KittiAP(Metric):
     with ``dist_reduce_fx="cat"`` (with per-frame counts), so the states gather under DDP; the
     evaluation itself runs once, in :meth:`compute`, on the CPU.
 
-    ``compute()`` returns the dict of :func:`evaluate` (Python floats, NaN where undefined).
+    ``compute()`` returns the dict of :func:`evaluate` (Python floats, NaN where undefined); the
+    precision–recall curves of that computation are left in ``last_curves``
+    (``{class}_{image|bev|3d}/{difficulty}`` → (41,) precision at recall 0, 1/40, ..., 1), e.g. for
+    :func:`perception.viz.bev.plot_pr_curves`.
     """
 
     full_state_update = False
@@ -728,6 +744,7 @@ class KittiAP(Metric):
         super().__init__(**kwargs)
         _check_options(classes, overlaps)
         self.classes, self.overlaps = tuple(classes), overlaps
+        self.last_curves: dict[str, NDArray[np.float64]] = {}
         for name in ("gt_rows", "gt_counts", "dt_rows", "dt_counts"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -752,7 +769,8 @@ class KittiAP(Metric):
         gt = state("gt_rows", torch.float64).reshape(-1, _GT_COLS)
         dt = state("dt_rows", torch.float64).reshape(-1, _DT_COLS)
         gt_counts, dt_counts = state("gt_counts", torch.int64), state("dt_counts", torch.int64)
-        return _evaluate_rows(gt, gt_counts, dt, dt_counts, self.classes, self.overlaps)
+        self.last_curves = {}
+        return _evaluate_rows(gt, gt_counts, dt, dt_counts, self.classes, self.overlaps, self.last_curves)
 
 
 # --------------------------------------------------------------------------------------------------

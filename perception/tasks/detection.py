@@ -83,6 +83,7 @@ class DetectionTask(L.LightningModule):
             or ["VEHICLE"]
         )
         self.last_metrics: dict[str, float] = {}
+        self.last_curves: dict[str, np.ndarray] = {}  # KITTI precision at recall 0, 1/40, ..., 1
         self._submission: dict = {}
 
     # ------------------------------------------------------------------------------------------ steps
@@ -128,6 +129,7 @@ class DetectionTask(L.LightningModule):
         if not self.hparams.evaluate_kitti:
             return
         metrics = self.kitti_ap.compute()
+        self.last_curves = dict(self.kitti_ap.last_curves)
         self.kitti_ap.reset()
         self.last_metrics = metrics
         for name in self.kitti_ap.classes:

@@ -284,8 +284,8 @@ def plot_pr_curves(
         curves: name (e.g. ``"Car 3d moderate"``) → either a (P,) precision array sampled at ``P``
             evenly spaced recall points from 0 to 1 (the KITTI devkit's 41 points, :data:`R40_RECALL`),
             or a ``(recall (P,), precision (P,))`` pair (or a (2, P) array).
-            (:func:`perception.eval.kitti.evaluate` returns AP numbers, not curves; a number here is
-            an error that says so.)
+            (:class:`perception.eval.kitti.KittiAP` leaves such curves in ``last_curves`` after
+            ``compute()``; an AP number here is an error that says so.)
         title: the plot's title.
         percent: precision values are in percent (0–100) rather than [0, 1].
         show_ap: write each curve's R40 AP (:func:`ap_r40`) in the legend.

@@ -5,7 +5,8 @@
   colours, ground-truth boxes in :data:`~perception.viz.scene.GT_COLOUR` and predictions in
   :data:`~perception.viz.scene.PRED_COLOUR` with label, colour and score, and heading vectors) and a
   bird's-eye ``wandb.Image``; after each validation it logs the task's ``last_metrics`` (the KITTI AP
-  of :class:`~perception.tasks.detection.DetectionTask`) as a ``wandb.Table``. With any logger but a
+  of :class:`~perception.tasks.detection.DetectionTask`) as a ``wandb.Table`` and its ``last_curves``
+  as precision–recall plots (3D and BEV, every class and difficulty). With any logger but a
   ``WandbLogger`` it does nothing.
 - :func:`wandb_logger`: a ``WandbLogger`` that runs offline (``WANDB_MODE=offline``: files under
   ``WANDB_DIR``, to ``wandb sync`` later) where no API key is configured, so a run never waits on
@@ -223,11 +224,29 @@ class WandbDetectionLogger(Callback):
             table = wandb.Table(
                 columns=["class", "metric", "difficulty", "sampling", "AP"], data=_metrics_rows(metrics)
             )
-            logger.experiment.log(
-                {f"{self.prefix}/kitti_metrics": table, "trainer/global_step": trainer.global_step}
-            )
+            payload: dict[str, Any] = {f"{self.prefix}/kitti_metrics": table}
+            curves = getattr(pl_module, "last_curves", None) or {}
+            for metric in ("3d", "bev"):
+                chosen = {k: v for k, v in curves.items() if f"_{metric}/" in k}
+                if chosen:
+                    payload[f"{self.prefix}/pr_curves_{metric}"] = self._pr_image(chosen, metric)
+            payload["trainer/global_step"] = trainer.global_step
+            logger.experiment.log(payload)
         except Exception as err:
             log.warning("WandbDetectionLogger: could not log the metrics table: %r", err)
+
+    @staticmethod
+    def _pr_image(curves: Mapping[str, Any], metric: str) -> Any:
+        """A ``wandb.Image`` of the KITTI precision–recall curves of one metric (all classes, difficulties)."""
+        import wandb
+
+        from perception.viz.bev import plot_pr_curves, plt
+
+        figure = plot_pr_curves(curves, title=f"KITTI {metric} precision–recall (R40 points)")
+        try:
+            return wandb.Image(_figure_array(figure), caption=f"{metric} PR curves")
+        finally:
+            plt.close(figure)
 
     # -------------------------------------------------------------------------------------- helpers
 

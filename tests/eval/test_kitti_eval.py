@@ -474,3 +474,17 @@ def test_matches_openpcdet_on_synthetic_labels(tmp_path):
         assert results[ov][key] == pytest.approx(expected, abs=1e-9), (ov, key)
     # These labels have no easy Cyclist: undefined, NaN here (OpenPCDet and the devkit print 0).
     assert all(math.isnan(v) for v in values(results["strict"], cls="Cyclist", diffs=("easy",)).values())
+
+
+def test_metric_leaves_the_precision_recall_curves_its_ap_averages():
+    from perception.eval.kitti import KittiAP
+
+    gts, dts = synthetic_labels(30, seed=3)
+    metric = KittiAP(classes=["Car"])
+    metric.update(dts, gts)
+    results = metric.compute()
+    for metric_name in ("image", "bev", "3d"):
+        curve = metric.last_curves[f"Car_{metric_name}/moderate"]
+        assert curve.shape == (41,) and np.all(np.diff(curve) <= 0)  # monotone in recall
+        assert curve[1:].mean() * 100 == pytest.approx(results[f"Car_{metric_name}/moderate_R40"], abs=1e-9)
+        assert curve[::4].mean() * 100 == pytest.approx(results[f"Car_{metric_name}/moderate_R11"], abs=1e-9)

@@ -136,7 +136,9 @@ def test_callback_logs_scenes_images_and_metrics_offline(tmp_path, offline_wandb
     assert 0 < len(content["points"]) <= 2000 and len(content["points"][0]) == 6
     assert any(box["color"] == list(GT_COLOUR) for box in content["boxes"])  # the frame's labels
     assert all(len(box["corners"]) == 8 for box in content["boxes"])
-    assert len(list((run_dir / "media" / "images").rglob("*.png"))) == 2  # bird's-eye images
+    images = [p.name for p in (run_dir / "media" / "images").rglob("*.png")]
+    assert len([n for n in images if n.startswith("bev_")]) == 2  # bird's-eye images
+    assert any(n.startswith("pr_curves_3d_") for n in images), images  # the KITTI PR curves
     tables = list((run_dir / "media" / "table").rglob("*.table.json"))
     assert tables, "the KITTI metrics table was not logged"
     table = json.loads(tables[0].read_text())
