@@ -15,6 +15,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.cli import LightningCLI
 
 from perception.data.datamodules import DetectionDataModule
+from perception.data.kitti import KittiFormatError
+from perception.data.waymo import WaymoFormatError
 from perception.tasks.detection import DetectionTask
 from perception.viz.wandb import WandbDetectionLogger
 
@@ -91,13 +93,21 @@ class DetectionCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: ``python tools/train.py [fit|validate|predict] --config NAME.yaml [overrides]``."""
+    """Entry point: ``python tools/train.py [fit|validate|predict] --config NAME.yaml [overrides]``.
+
+    A missing dataset or config, or a malformed data file, ends with its message on stderr and exit
+    status 2 (no traceback): the messages say where data goes and how to get or convert it.
+    """
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-    args = resolve_config_args(sys.argv[1:] if argv is None else argv)
-    if argv is None:
-        # LightningCLI reads sys.argv itself; giving it the resolved list there avoids its
-        # "args and command line both given" warning.
-        sys.argv = [sys.argv[0], *args]
-        DetectionCLI()
-    else:
-        DetectionCLI(args=args)
+    try:
+        args = resolve_config_args(sys.argv[1:] if argv is None else argv)
+        if argv is None:
+            # LightningCLI reads sys.argv itself; giving it the resolved list there avoids its
+            # "args and command line both given" warning.
+            sys.argv = [sys.argv[0], *args]
+            DetectionCLI()
+        else:
+            DetectionCLI(args=args)
+    except (FileNotFoundError, KittiFormatError, WaymoFormatError) as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

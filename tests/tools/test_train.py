@@ -72,3 +72,15 @@ def test_train_with_the_wandb_overlay_logs_3d_scenes_offline(tmp_path):
     scenes = list(runs[0].rglob("*.pts.json"))
     assert scenes, sorted(p.name for p in runs[0].rglob("*"))
     assert (out / "detection" / "version_0" / "metrics.csv").is_file()  # the CSV logger still writes
+
+
+@pytest.mark.parametrize("config", ["pvt_waymo.yaml", "pvt_kitti.yaml"])
+def test_train_without_data_says_where_it_goes_without_a_traceback(config, tmp_path):
+    cmd = [sys.executable, str(REPO / "tools/train.py"), "--config", config, "--trainer.logger", "false"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "train: error:" in result.stderr
+    expected = (
+        "tools/convert_waymo.py --src data/waymo/raw/training" if "waymo" in config else "data/README.md"
+    )
+    assert expected in result.stderr
