@@ -15,7 +15,9 @@ Cameras (:func:`camera_for`) are pinhole cameras given to Open3D as ``PinholeCam
   forward, as OpenCV and Open3D's ``PinholeCameraParameters.extrinsic``), 60° field of view; without
   a pose, an oblique view from the rear left over the scene's centre.
 
-Ground truth and predictions are line sets (12 edges and a heading mark from the centre to the front
+Each prediction's score is written above its box on headless renders (``score_labels``) and listed
+in the console by the viewer (the legacy renderer draws no text). Ground truth and predictions are
+line sets (12 edges and a heading mark from the centre to the front
 face), by default in two colours (:data:`~perception.viz.scene.GT_COLOUR` red,
 :data:`~perception.viz.scene.PRED_COLOUR` blue); ``box_colours="class"`` colours both by class.
 
@@ -38,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 import PIL.Image
+import PIL.ImageDraw
 from numpy.typing import ArrayLike, NDArray
 
 from perception.viz.scene import (
@@ -322,6 +325,8 @@ class Renderer:
         line_width: box line width, pixels.
         background: RGB in [0, 1].
         box_colours: ``"source"`` (ground truth red, predictions blue) or ``"class"``.
+        score_labels: write each prediction's score next to its box (the legacy renderer draws no
+            text, so the labels are drawn on the captured image at the box's projected top centre).
 
     Raises:
         RenderUnavailable: Open3D does not import or cannot create an (EGL) context.
@@ -337,8 +342,10 @@ class Renderer:
         line_width: float = 3.0,
         background: Sequence[float] = (0.0, 0.0, 0.0),
         box_colours: BoxColours = "source",
+        score_labels: bool = True,
     ) -> None:
         self._o3d = _open3d()
+        self.score_labels = bool(score_labels)
         self.width, self.height = int(width), int(height)
         self.point_size, self.line_width = point_size, line_width
         self.background, self.box_colours = tuple(background), box_colours
@@ -367,7 +374,8 @@ class Renderer:
         vis.poll_events()
         vis.update_renderer()
         buffer = np.asarray(vis.capture_screen_float_buffer(do_render=True))
-        return (np.clip(buffer, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        image = (np.clip(buffer, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return _draw_scores(image, scene, cam) if self.score_labels else image
 
     def save(
         self, scene: Scene, path: str | os.PathLike, camera: CameraName = "bev", pose: ArrayLike | None = None
@@ -389,6 +397,22 @@ class Renderer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _draw_scores(image: NDArray[np.uint8], scene: Scene, camera: Camera) -> NDArray[np.uint8]:
+    """``image`` with each prediction's score written above its box (boxes in front of the camera)."""
+    if scene.pred_scores is None or not len(scene.pred_boxes):
+        return image
+    boxes = np.asarray(scene.pred_boxes, dtype=np.float64).reshape(-1, 7)
+    tops = boxes[:, :3] + np.column_stack([np.zeros((len(boxes), 2)), boxes[:, 5] / 2])
+    uv, depth = camera.project(tops)
+    picture = PIL.Image.fromarray(image)
+    draw = PIL.ImageDraw.Draw(picture)
+    colour = tuple(round(c * 255) for c in PRED_COLOUR)
+    for (u, v), z, score in zip(uv, depth, np.asarray(scene.pred_scores), strict=True):
+        if z > 0 and 0 <= u < camera.width and 0 <= v < camera.height:
+            draw.text((float(u) + 3, float(v) - 12), f"{float(score):.2f}", fill=colour)
+    return np.asarray(picture)
 
 
 def render_image(
@@ -541,6 +565,10 @@ def show(
             + (f" (loaded in {loaded_in:.2f} s)" if loaded_in else ""),
             flush=True,
         )
+        if shown.pred_scores is not None and len(shown.pred_boxes):  # the window draws no text
+            for name, box, score in zip(shown.pred_names, shown.pred_boxes, shown.pred_scores, strict=True):
+                x, y, z = (float(v) for v in box[:3])
+                print(f"    {name} {float(score):.2f} at x {x:.1f} y {y:.1f} z {z:.1f}", flush=True)
         return True
 
     def step(delta: int) -> Callable[[Any], bool]:

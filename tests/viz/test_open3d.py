@@ -184,3 +184,18 @@ def test_show_steps_frames_and_threshold_with_keys(renderer, scene, monkeypatch,
     frames = [line.split()[2].rstrip(":") for line in lines]
     assert frames == ["f0", "f1", "f2", "f1", "f1", "f1", "f0"]
     assert "1/1 predictions ≥ 0.75" in lines[0] and "0/1 predictions ≥ 0.85" in lines[4]
+
+
+def test_prediction_scores_are_written_beside_their_boxes(renderer, scene):
+    with_scores = renderer.image(scene, "chase")
+    renderer.score_labels = False
+    try:
+        without = renderer.image(scene, "chase")
+    finally:
+        renderer.score_labels = True
+    changed = np.abs(with_scores.astype(int) - without.astype(int)).max(axis=-1) > 30
+    assert changed.sum() > 15  # the text "0.80"
+    rows, cols = np.nonzero(changed)
+    top = np.asarray(PRED_BOX[:3]) + np.array([0.0, 0.0, PRED_BOX[5] / 2])
+    ((u, v),), _ = camera_for(scene, "chase", W, H).project([top])
+    assert abs(cols.mean() - (u + 12)) < 20 and abs(rows.mean() - (v - 6)) < 12  # right above the box top
