@@ -35,7 +35,15 @@ from torch import nn
 from perception.ops.iou3d import nms_bev
 from perception.ops.voxelize import grid_shape
 
-__all__ = ["CenterHead", "CenterTargets", "Detections", "HeadOutput", "gaussian_radius"]
+__all__ = [
+    "CenterHead",
+    "CenterTargets",
+    "Detections",
+    "HeadOutput",
+    "class_thresholds",
+    "gaussian_radius",
+    "select_detections",
+]
 
 # Regression channels in the order of ``HeadOutput.regression()`` and ``CenterTargets.regression``.
 REGRESSION_CHANNELS = ("offset_x", "offset_y", "z", "log_l", "log_w", "log_h", "sin_yaw", "cos_yaw")
@@ -103,6 +111,39 @@ class Detections:
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
+
+
+def class_thresholds(value: float | Sequence[float] | None, num_classes: int) -> list[float] | None:
+    """A per-class NMS threshold list from one value for all classes, one per class, or None (no NMS)."""
+    if value is None:
+        return None
+    if isinstance(value, Sequence):
+        if len(value) != num_classes:
+            raise ValueError(
+                f"nms_iou_threshold needs one value per class ({num_classes}), got {list(value)}"
+            )
+        return [float(t) for t in value]
+    return [float(value)] * num_classes
+
+
+def select_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    nms_thresholds: Sequence[float] | None,
+    top_k: int | None = None,
+) -> Detections:
+    """Rotated BEV NMS per class (thresholds indexed by label; None for none), then the best ``top_k``
+    by descending score (ties keep their order)."""
+    if nms_thresholds is not None and len(scores):
+        kept = []
+        for c in labels.unique().tolist():
+            index = (labels == c).nonzero().squeeze(1)
+            kept.append(index[nms_bev(boxes[index], scores[index], nms_thresholds[c])])
+        index = torch.cat(kept)
+        boxes, scores, labels = boxes[index], scores[index], labels[index]
+    order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
+    return Detections(boxes[order].float(), scores[order].float(), labels[order].long())
 
 
 def gaussian_radius(length: torch.Tensor, width: torch.Tensor, min_overlap: float = 0.1) -> torch.Tensor:
@@ -203,10 +244,6 @@ class CenterHead(nn.Module):
             raise ValueError("class_names must name at least one class")
         if len(code_weights) != len(REGRESSION_CHANNELS):
             raise ValueError(f"code_weights needs {len(REGRESSION_CHANNELS)} values, got {len(code_weights)}")
-        if isinstance(nms_iou_threshold, Sequence) and len(nms_iou_threshold) != k:
-            raise ValueError(
-                f"nms_iou_threshold needs one value per class ({k}), got {list(nms_iou_threshold)}"
-            )
         if out_stride < 1 or head_convs < 1:
             raise ValueError(f"out_stride and head_convs must be >= 1, got {out_stride}, {head_convs}")
         self.point_cloud_range = tuple(float(v) for v in point_cloud_range)
@@ -222,11 +259,7 @@ class CenterHead(nn.Module):
         self.gaussian_overlap, self.min_radius, self.max_objects = gaussian_overlap, min_radius, max_objects
         self.score_threshold = score_threshold
         # per class, or None for no NMS
-        self.nms_iou_threshold: list[float] | None = None
-        if isinstance(nms_iou_threshold, Sequence):
-            self.nms_iou_threshold = [float(t) for t in nms_iou_threshold]
-        elif nms_iou_threshold is not None:
-            self.nms_iou_threshold = [float(nms_iou_threshold)] * k
+        self.nms_iou_threshold = class_thresholds(nms_iou_threshold, k)
         self.pre_nms_top_k, self.post_nms_top_k = pre_nms_top_k, post_nms_top_k
         self.peak_max_pool = peak_max_pool
 
@@ -395,16 +428,9 @@ class CenterHead(nn.Module):
     def _select(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> Detections:
         """Threshold, NMS per class and keep the best ``post_nms_top_k`` of one sample's candidates."""
         keep = scores > self.score_threshold
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        if self.nms_iou_threshold is not None and len(scores):
-            kept = []
-            for c in labels.unique().tolist():
-                index = (labels == c).nonzero().squeeze(1)
-                kept.append(index[nms_bev(boxes[index], scores[index], self.nms_iou_threshold[c])])
-            index = torch.cat(kept)
-            boxes, scores, labels = boxes[index], scores[index], labels[index]
-        order = torch.sort(scores, descending=True, stable=True).indices[: self.post_nms_top_k]
-        return Detections(boxes[order].float(), scores[order].float(), labels[order].long())
+        return select_detections(
+            boxes[keep], scores[keep], labels[keep], self.nms_iou_threshold, self.post_nms_top_k
+        )
 
 
 def focal_loss(

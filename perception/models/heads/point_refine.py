@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perception.models.heads.center_head import Detections
-from perception.ops.iou3d import boxes_iou3d, nms_bev
+from perception.models.heads.center_head import Detections, class_thresholds, select_detections
+from perception.ops.iou3d import boxes_iou3d
 
 __all__ = [
     "PointRefinementHead",
@@ -313,16 +313,7 @@ class PointRefinementHead(nn.Module):
         self.regression_iou = regression_iou
         self.score_iou_range = (float(score_iou_range[0]), float(score_iou_range[1]))
         self.regression_weight, self.score_weight = regression_weight, score_weight
-        if isinstance(nms_iou_threshold, Sequence):
-            if len(nms_iou_threshold) != num_classes:
-                raise ValueError(
-                    f"nms_iou_threshold needs {num_classes} values, got {list(nms_iou_threshold)}"
-                )
-            self.nms_iou_threshold: list[float] | None = [float(t) for t in nms_iou_threshold]
-        else:
-            self.nms_iou_threshold = (
-                None if nms_iou_threshold is None else [float(nms_iou_threshold)] * num_classes
-            )
+        self.nms_iou_threshold = class_thresholds(nms_iou_threshold, num_classes)
         self.score_fusion = score_fusion
 
         features = 9 + point_channels - 3
@@ -515,16 +506,5 @@ class PointRefinementHead(nn.Module):
                 scores = iou_score
             else:
                 scores = det.scores.float()
-            out.append(self._nms(boxes, scores, det.labels))
+            out.append(select_detections(boxes, scores, det.labels, self.nms_iou_threshold))
         return out
-
-    def _nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> Detections:
-        if self.nms_iou_threshold is not None:
-            kept = []
-            for c in labels.unique().tolist():
-                index = (labels == c).nonzero().squeeze(1)
-                kept.append(index[nms_bev(boxes[index], scores[index], self.nms_iou_threshold[c])])
-            index = torch.cat(kept)
-            boxes, scores, labels = boxes[index], scores[index], labels[index]
-        order = torch.sort(scores, descending=True, stable=True).indices
-        return Detections(boxes[order].float(), scores[order].float(), labels[order].long())
