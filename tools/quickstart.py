@@ -9,7 +9,7 @@
 2. Prints what is in it (points a frame, objects by class and KITTI difficulty) and writes a
    bird's-eye-view picture of a validation frame with its labelled boxes.
 3. Trains ``--config`` (default ``pvt_synthetic.yaml``: the PVTransformer encoder and the point
-   refinement stage, sized to train on a CPU in about 14 minutes) through the same LightningCLI as
+   refinement stage, sized to train on a CPU in about 13 minutes) through the same LightningCLI as
    ``tools/train.py``, with the data root pointed at ``--data``; then prints the KITTI AP table (R40 and R11) of the final validation and
    where the checkpoint and the metrics are. ``--no-train`` stops after step 2; anything after ``--``
    is passed to the CLI as overrides (``-- --data.batch_size 8 --trainer.limit_val_batches 10``).
