@@ -68,13 +68,10 @@ from typing import Any
 
 import numba
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 
 from perception.data.kitti import KITTI_CLASSES, KittiCalibration, read_label
-from perception.eval._inputs import as_numpy, field
+from perception.eval._inputs import FrameRowsMetric, as_numpy, field
 from perception.geometry.camera import observation_angle, project_boxes_to_image
 from perception.ops.iou3d import boxes_overlap_bev
 
@@ -720,7 +717,7 @@ def evaluate_folders(
 # torchmetrics
 
 
-class KittiAP(Metric):
+class KittiAP(FrameRowsMetric):
     """The KITTI devkit's AP as a ``torchmetrics.Metric`` (see :func:`evaluate` for the definition).
 
     ``update(preds, targets)`` takes one batch: per-frame predictions and ground truths in the forms
@@ -734,9 +731,7 @@ class KittiAP(Metric):
     :func:`perception.viz.bev.plot_pr_curves`.
     """
 
-    full_state_update = False
-    higher_is_better = True
-    is_differentiable = False
+    gt_cols, pred_cols, pred_state = _GT_COLS, _DT_COLS, "dt"
 
     def __init__(
         self, classes: Sequence[str] = DEFAULT_CLASSES, overlaps: str = "strict", **kwargs: Any
@@ -745,30 +740,12 @@ class KittiAP(Metric):
         _check_options(classes, overlaps)
         self.classes, self.overlaps = tuple(classes), overlaps
         self.last_curves: dict[str, NDArray[np.float64]] = {}
-        for name in ("gt_rows", "gt_counts", "dt_rows", "dt_counts"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, preds: Sequence[Any], targets: Sequence[Any]) -> None:
-        """Add a batch: ``preds[i]`` the detections and ``targets[i]`` the ground truth of frame i."""
-        if len(preds) != len(targets):
-            raise ValueError(f"{len(preds)} prediction frames but {len(targets)} ground-truth frames")
-        for pred, target in zip(preds, targets, strict=True):
-            gt, dt = _gt_rows(target), _dt_rows(pred)
-            self.gt_rows.append(torch.from_numpy(gt.reshape(-1)))
-            self.dt_rows.append(torch.from_numpy(dt.reshape(-1)))
-            self.gt_counts.append(torch.tensor([len(gt)], dtype=torch.int64))
-            self.dt_counts.append(torch.tensor([len(dt)], dtype=torch.int64))
+    def frame_rows(self, pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+        return _gt_rows(target), _dt_rows(pred)
 
     def compute(self) -> dict[str, float]:
-        def state(name: str, dtype: torch.dtype) -> np.ndarray:
-            value = getattr(self, name)
-            if isinstance(value, list) and not value:
-                return np.zeros(0, dtype=np.float64 if dtype == torch.float64 else np.int64)
-            return dim_zero_cat(value).to(dtype).cpu().numpy()
-
-        gt = state("gt_rows", torch.float64).reshape(-1, _GT_COLS)
-        dt = state("dt_rows", torch.float64).reshape(-1, _DT_COLS)
-        gt_counts, dt_counts = state("gt_counts", torch.int64), state("dt_counts", torch.int64)
+        gt, gt_counts, dt, dt_counts = self.gathered()
         self.last_curves = {}
         return _evaluate_rows(gt, gt_counts, dt, dt_counts, self.classes, self.overlaps, self.last_curves)
 

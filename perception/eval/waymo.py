@@ -104,16 +104,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 
 from perception.data.io import atomic_write_bytes
-from perception.eval._inputs import as_numpy, field
+from perception.eval._inputs import FrameRowsMetric, as_numpy, field
 from perception.ops.iou3d import boxes_iou3d
 
 __all__ = [
@@ -945,7 +942,7 @@ def evaluate_files(
 # torchmetrics
 
 
-class WaymoAP(Metric):
+class WaymoAP(FrameRowsMetric):
     """The official Waymo mAP / mAPH as a ``torchmetrics.Metric`` (see :func:`evaluate`).
 
     ``update(preds, targets)`` takes one batch: per-frame predictions and ground truths in the forms
@@ -957,9 +954,7 @@ class WaymoAP(Metric):
     ``compute()`` returns the dict of :func:`evaluate`.
     """
 
-    full_state_update = False
-    higher_is_better = True
-    is_differentiable = False
+    gt_cols, pred_cols, pred_state = _GT_COLS, _PD_COLS, "pd"
 
     def __init__(
         self,
@@ -970,30 +965,12 @@ class WaymoAP(Metric):
         super().__init__(**kwargs)
         _check_options(classes, breakdowns)
         self.classes, self.breakdowns = tuple(classes), tuple(breakdowns)
-        for name in ("gt_rows", "gt_counts", "pd_rows", "pd_counts"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, preds: Sequence[Any], targets: Sequence[Any]) -> None:
-        """Add a batch: ``preds[i]`` the predictions and ``targets[i]`` the ground truth of frame i."""
-        if len(preds) != len(targets):
-            raise ValueError(f"{len(preds)} prediction frames but {len(targets)} ground-truth frames")
-        for pred, target in zip(preds, targets, strict=True):
-            gt, pd = _gt_rows(target), _pd_rows(pred)
-            self.gt_rows.append(torch.from_numpy(gt.reshape(-1)))
-            self.pd_rows.append(torch.from_numpy(pd.reshape(-1)))
-            self.gt_counts.append(torch.tensor([len(gt)], dtype=torch.int64))
-            self.pd_counts.append(torch.tensor([len(pd)], dtype=torch.int64))
+    def frame_rows(self, pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+        return _gt_rows(target), _pd_rows(pred)
 
     def compute(self) -> dict[str, dict[str, float]]:
-        def state(name: str, dtype: torch.dtype) -> np.ndarray:
-            value = getattr(self, name)
-            if isinstance(value, list) and not value:
-                return np.zeros(0, dtype=np.float64 if dtype == torch.float64 else np.int64)
-            return dim_zero_cat(value).to(dtype).cpu().numpy()
-
-        gt = state("gt_rows", torch.float64).reshape(-1, _GT_COLS)
-        pd = state("pd_rows", torch.float64).reshape(-1, _PD_COLS)
-        gt_counts, pd_counts = state("gt_counts", torch.int64), state("pd_counts", torch.int64)
+        gt, gt_counts, pd, pd_counts = self.gathered()
         curves = _evaluate_rows(gt, gt_counts, pd, pd_counts, self.classes, self.breakdowns)
         return {key: {"mAP": c.mAP, "mAPH": c.mAPH} for key, c in curves.items()}
 
