@@ -242,8 +242,14 @@ def _trainer_args(out: Path, args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
-def _build(cli_args: list[str], overrides: list[str], ckpt: Path, config: Path, state: dict, hparams: dict):
-    """The task, data module and trainer of ``config`` with the checkpoint's weights in (strict)."""
+def build_task(
+    cli_args: list[str], overrides: list[str], ckpt: Path, config: Path, state: dict, hparams: dict
+):
+    """The task, data module and trainer of ``config`` with the checkpoint's weights in (strict).
+
+    Raises:
+        EvalError: the checkpoint was trained for other classes, or its weights do not fit the model.
+    """
     from perception.cli import DetectionCLI
 
     argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args and sys.argv both hold some
@@ -285,7 +291,7 @@ def run_waymo(args: argparse.Namespace, overrides: list[str], config: Path) -> d
             "--model.waymo_submission", str(submission),
             *_trainer_args(out, args),
         ]  # fmt: skip
-        task, datamodule, trainer = _build(cli_args, overrides, ckpt, config, state, hparams)
+        task, datamodule, trainer = build_task(cli_args, overrides, ckpt, config, state, hparams)
         try:
             datamodule.setup("predict")
         except FileNotFoundError as err:
@@ -350,7 +356,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
             "--model.predictions_dir", str(predictions),
             *_trainer_args(out, args),
         ]  # fmt: skip
-        task, datamodule, trainer = _build(cli_args, overrides, ckpt, config, state, hparams)
+        task, datamodule, trainer = build_task(cli_args, overrides, ckpt, config, state, hparams)
         predictions.mkdir(parents=True, exist_ok=True)
         for stale in [*predictions.glob("*.txt"), out / "metrics.json"]:  # this run's results only
             stale.unlink(missing_ok=True)

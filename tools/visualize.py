@@ -505,8 +505,6 @@ class CheckpointPredictor:
             view, split = eval_tool.frame_view(root, split_folder, frame_ids, tmp)
             folder_args = ["--data.split_folder", split_folder]
 
-        from perception.cli import DetectionCLI
-
         cli_args = [
             "--config", str(eval_tool.clean_config(config_path, tmp)),
             "--data.root", str(view),
@@ -521,28 +519,17 @@ class CheckpointPredictor:
             "--trainer.strategy", "auto",
             "--trainer.default_root_dir", str(tmp),
         ]  # fmt: skip
-        argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args and sys.argv both hold some
         try:
-            cli = DetectionCLI(run=False, args=cli_args)
-        finally:
-            sys.argv = argv0
-        task = cli.model
-        trained = hparams.get("class_names")
-        if trained is not None and list(trained) != list(task.class_names):
-            raise VisualizeError(
-                f"{ckpt} was trained for classes {list(trained)} but {config_path} names {task.class_names}"
-            )
-        try:
-            task.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise VisualizeError(f"{ckpt} does not fit the model of {config_path}: {err}") from err
+            task, datamodule, _ = eval_tool.build_task(cli_args, [], ckpt, config_path, state, hparams)
+        except eval_tool.EvalError as err:
+            raise VisualizeError(str(err)) from err
         self.task = task.eval()
         self.class_names = list(task.class_names)
         try:
-            cli.datamodule.setup("validate")
+            datamodule.setup("validate")
         except FileNotFoundError as err:
             raise VisualizeError(str(err)) from err
-        self.dataset = cli.datamodule.val_set
+        self.dataset = datamodule.val_set
         self._index = {f: i for i, f in enumerate(self.dataset.frame_ids)}
 
     def predict(self, frame_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
