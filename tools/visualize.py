@@ -87,8 +87,8 @@ import numpy as np  # noqa: E402
 from perception.viz.scene import Scene  # noqa: E402
 
 if TYPE_CHECKING:
-    from perception.data.frame import Frame
     from perception.eval.waymo import WaymoObjects
+    from perception.structures import Frame
 
 WAYMO_HEIGHT_RANGE: tuple[float, float] = (-0.75, 3.25)
 """z range (metres, Waymo vehicle frame, origin on the ground) of the height colormap: KITTI's
@@ -319,8 +319,8 @@ def waymo_frames(root: Path, split: str | None, frames: list[str]) -> list[Waymo
 def load_waymo_frame(root: Path, ref: WaymoFrameRef) -> Frame:
     """The frame's converted arrays as a :class:`~perception.data.frame.Frame`; the intensity column
     (3) through ``tanh``, as the Waymo models see it (see the module docstring)."""
-    from perception.data.frame import Frame
     from perception.data.waymo_converted import frame_file, load_frame_arrays
+    from perception.structures import Frame
 
     path = frame_file(root, ref.split, ref.context_name, ref.timestamp_micros)
     try:
@@ -536,7 +536,7 @@ class CheckpointPredictor:
         """``(boxes (K, 7) lidar frame, names (K,), scores (K,))`` of one frame."""
         import torch
 
-        from perception.data.sample import collate
+        from perception.structures import collate
 
         batch = collate([self.dataset[self._index[frame_id]]])
         with torch.no_grad():

@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from perception.data.database import INDEX_NAME, build_gt_database
 from perception.data.datasets import EpochSampler, KittiDetectionDataset
-from perception.data.sample import collate
 from perception.data.transforms import (
     CameraFovFilter,
     GlobalRotation,
@@ -44,6 +43,7 @@ from perception.data.transforms import (
     RangeFilter,
     Transform,
 )
+from perception.structures import collate
 
 __all__ = ["DetectionDataModule", "default_train_transforms", "default_val_transforms"]
 

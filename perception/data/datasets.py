@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from perception.data.kitti import load_frame, read_split
-from perception.data.sample import Sample
+from perception.data.kitti import frame_name, load_frame, read_split
 from perception.data.transforms import Compose, Transform
+from perception.structures import KittiRecord, Sample
 
 __all__ = ["EpochDataset", "EpochSampler", "KittiDetectionDataset", "missing_dataset_message"]
 
@@ -97,16 +97,16 @@ class KittiDetectionDataset(EpochDataset):
         transforms: applied in order with the sample's generator (a list or one transform).
         seed: augmentation seed (with the epoch and index, see the module docstring).
         split_folder: ``training`` or ``testing`` (no labels: every sample has M = 0).
+        frame_ids: exactly these frames (ids as the velodyne files name them, ``"000123"``; ints are
+            zero-padded) instead of the split file's; ``split`` then only names them in messages.
 
-    A sample's ``meta`` holds ``calib`` (:class:`~perception.data.kitti.KittiCalibration`),
-    ``image_shape`` (``(height, width)`` or None), ``index`` and ``gt_objects``: the frame's original
-    objects (all types, before any transform) as a mapping :func:`perception.eval.kitti.evaluate`
-    takes as ground truth (``names``, ``truncated``, ``occluded``, ``alpha``, ``bbox``,
-    ``boxes_camera``, ``boxes_lidar``, ``difficulty``, ``dontcare_bbox``).
+    A sample's ``record`` is a :class:`~perception.structures.KittiRecord`: the calibration, the
+    image shape and every labelled object of the frame (all types, before any transform), what
+    result-file writers and the KITTI metric need.
 
     Raises:
-        FileNotFoundError: ``root`` or the split file is missing; the message says where data goes
-            and how to get it.
+        FileNotFoundError: ``root``, the split file or a requested frame is missing; the message
+            says where data goes and how to get it.
     """
 
     def __init__(
@@ -117,15 +117,23 @@ class KittiDetectionDataset(EpochDataset):
         transforms: Transform | Sequence[Transform] | None = None,
         seed: int = 0,
         split_folder: str = "training",
+        frame_ids: Sequence[str | int] | None = None,
     ) -> None:
         self.root = Path(root)
-        if (
-            not (self.root / split_folder / "velodyne").is_dir()
-            or not (self.root / "ImageSets" / f"{split}.txt").is_file()
+        velodyne = self.root / split_folder / "velodyne"
+        if not velodyne.is_dir() or (
+            frame_ids is None and not (self.root / "ImageSets" / f"{split}.txt").is_file()
         ):
             raise FileNotFoundError(missing_dataset_message(self.root, split, split_folder))
         self.split, self.split_folder = split, split_folder
-        self.frame_ids = read_split(self.root, split)
+        if frame_ids is None:
+            self.frame_ids = read_split(self.root, split)
+        else:
+            self.frame_ids = [_scan_id(velodyne, f) for f in frame_ids]
+            missing = [f for f in self.frame_ids if not (velodyne / f"{f}.bin").is_file()]
+            if missing:
+                shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                raise FileNotFoundError(f"{velodyne}: no scan for frame(s) {shown}")
         self.class_names = tuple(class_names)
         self._init_transforms(transforms, seed)
 
@@ -134,24 +142,20 @@ class KittiDetectionDataset(EpochDataset):
         frame = load_frame(self.root, self.frame_ids[index], self.split_folder)
         known = np.isin(frame.names, self.class_names)
         label_of = {name: i for i, name in enumerate(self.class_names)}
-        gt_objects = {
-            **{k: v for k, v in vars(frame.objects()).items() if k != "scores"},
-            "boxes_lidar": frame.boxes,
-            "difficulty": frame.difficulty,
-            "dontcare_bbox": frame.dontcare_bbox,
-        }
         return Sample(
             frame_id=frame.frame_id,
             points=frame.points,
             boxes=frame.boxes[known],
             labels=np.array([label_of[n] for n in frame.names[known]], dtype=np.int64),
             difficulty=frame.difficulty[known],
-            meta={
-                "calib": frame.calib,
-                "image_shape": frame.image_shape,
-                "index": index,
-                "gt_objects": gt_objects,
-            },
+            record=KittiRecord(
+                calib=frame.calib,
+                image_shape=frame.image_shape,
+                objects=frame.objects(),
+                boxes_lidar=frame.boxes,
+                difficulty=frame.difficulty,
+                dontcare_bbox=frame.dontcare_bbox,
+            ),
         )
 
     def __repr__(self) -> str:
@@ -159,6 +163,16 @@ class KittiDetectionDataset(EpochDataset):
             f"KittiDetectionDataset({str(self.root)!r}, split={self.split!r}, frames={len(self)}, "
             f"class_names={self.class_names}, transform={self.transform!r})"
         )
+
+
+def _scan_id(velodyne: Path, frame: str | int) -> str:
+    """``frame`` as the scans in ``velodyne`` name it: ``7`` and ``"7"`` are ``000007`` where that exists."""
+    name = frame_name(frame)
+    if not (velodyne / f"{name}.bin").is_file() and name.isdigit():
+        padded = f"{int(name):06d}"
+        if (velodyne / f"{padded}.bin").is_file():
+            return padded
+    return name
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

@@ -30,16 +30,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from perception.data.frame import Frame
 from perception.data.io import atomic_write_bytes, atomic_write_text
 from perception.geometry.camera import (
-    boxes_camera_to_lidar,
-    boxes_lidar_to_camera,
     observation_angle,
     project_boxes_to_image,
-    project_points,
-    transform_points,
 )
+from perception.structures import KITTI_CLASSES, Frame, KittiCalibration, KittiObjects
 
 __all__ = [
     "KITTI_CLASSES",
@@ -48,6 +44,7 @@ __all__ = [
     "KittiFrame",
     "KittiObjects",
     "as_written",
+    "frame_name",
     "frame_path",
     "kitti_difficulty",
     "list_frames",
@@ -68,19 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KITTI_CLASSES: tuple[str, ...] = (
-    "Car",
-    "Van",
-    "Truck",
-    "Pedestrian",
-    "Person_sitting",
-    "Cyclist",
-    "Tram",
-    "Misc",
-    "DontCare",
-)
-"""Object types the KITTI devkit defines; anything else in a label file is an error."""
-
 # Official difficulty thresholds (devkit evaluate_object.cpp): min bbox height in pixels,
 # max occlusion level, max truncation, for easy / moderate / hard.
 _MIN_HEIGHT = (40.0, 25.0, 25.0)
@@ -92,7 +76,8 @@ class KittiFormatError(ValueError):
     """A KITTI file is malformed; the message names the file and the problem."""
 
 
-def _frame_name(frame_id: int | str) -> str:
+def frame_name(frame_id: int | str) -> str:
+    """A frame id as file names spell it: ints zero-padded to six digits, strings as given (checked)."""
     if isinstance(frame_id, (int, np.integer)):
         if frame_id < 0:
             raise ValueError(f"frame_id must be non-negative, got {frame_id}")
@@ -106,7 +91,7 @@ def _frame_name(frame_id: int | str) -> str:
 def frame_path(root: str | os.PathLike, frame_id: int | str, kind: str, split: str = "training") -> Path:
     """Path of one frame's file, e.g. ``kind="velodyne"`` → ``ROOT/training/velodyne/000123.bin``."""
     ext = {"velodyne": ".bin", "label_2": ".txt", "calib": ".txt", "image_2": ".png", "pose": ".txt"}[kind]
-    return Path(root) / split / kind / f"{_frame_name(frame_id)}{ext}"
+    return Path(root) / split / kind / f"{frame_name(frame_id)}{ext}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,90 +135,6 @@ def write_velodyne(path: str | os.PathLike, points: ArrayLike, fsync: bool = Tru
 
 # --------------------------------------------------------------------------------------------------
 # calibration
-
-
-def _homogeneous(m: NDArray[np.float64]) -> NDArray[np.float64]:
-    out = np.eye(4)
-    out[: m.shape[0], : m.shape[1]] = m
-    return out
-
-
-@dataclass(frozen=True)
-class KittiCalibration:
-    """One frame's calibration. Matrices are float64.
-
-    Attributes:
-        P0, P1, P2, P3: (3, 4) projections from the rectified camera frame to each camera's pixels
-            (P2 is the left colour camera, the one labels' 2D boxes refer to).
-        R0_rect: (3, 3) rectifying rotation of the reference camera.
-        Tr_velo_to_cam: (3, 4) lidar → (unrectified) reference camera.
-        Tr_imu_to_velo: (3, 4) IMU → lidar, or None where the file has none.
-    """
-
-    P0: NDArray[np.float64]
-    P1: NDArray[np.float64]
-    P2: NDArray[np.float64]
-    P3: NDArray[np.float64]
-    R0_rect: NDArray[np.float64]
-    Tr_velo_to_cam: NDArray[np.float64]
-    Tr_imu_to_velo: NDArray[np.float64] | None = None
-
-    @property
-    def lidar_to_rect_matrix(self) -> NDArray[np.float64]:
-        """(4, 4) lidar → rectified camera: ``R0_rect · Tr_velo_to_cam``."""
-        return _homogeneous(self.R0_rect) @ _homogeneous(self.Tr_velo_to_cam)
-
-    @property
-    def rect_to_lidar_matrix(self) -> NDArray[np.float64]:
-        """(4, 4) rectified camera → lidar (the inverse of ``lidar_to_rect_matrix``)."""
-        return np.linalg.inv(self.lidar_to_rect_matrix)
-
-    @property
-    def lidar_to_image_matrix(self) -> NDArray[np.float64]:
-        """(3, 4) lidar → image 2 pixels: ``P2 · R0_rect · Tr_velo_to_cam``."""
-        return self.P2 @ self.lidar_to_rect_matrix
-
-    def lidar_to_rect(self, xyz: ArrayLike) -> NDArray[np.float64]:
-        """(N, 3) lidar points → (N, 3) rectified camera coordinates."""
-        return transform_points(xyz, self.lidar_to_rect_matrix)
-
-    def rect_to_lidar(self, xyz: ArrayLike) -> NDArray[np.float64]:
-        """(N, 3) rectified camera points → (N, 3) lidar coordinates."""
-        return transform_points(xyz, self.rect_to_lidar_matrix)
-
-    # "camera" means the rectified camera frame, the one labels are in.
-    lidar_to_camera = lidar_to_rect
-    camera_to_lidar = rect_to_lidar
-
-    def rect_to_image(self, xyz: ArrayLike) -> NDArray[np.float64]:
-        """(N, 3) rectified camera points → (N, 2) pixels of image 2 (meaningless for depth ≤ 0)."""
-        return project_points(xyz, self.P2)[0]
-
-    def lidar_to_image(self, xyz: ArrayLike) -> NDArray[np.float64]:
-        """(N, 3) lidar points → (N, 2) pixels of image 2 (meaningless for depth ≤ 0)."""
-        return project_points(xyz, self.lidar_to_image_matrix)[0]
-
-    def boxes_camera_to_lidar(self, boxes_camera: ArrayLike) -> NDArray[np.float64]:
-        """(M, 7) camera boxes ``[x, y, z, l, h, w, ry]`` → (M, 7) lidar boxes."""
-        return boxes_camera_to_lidar(boxes_camera, self.rect_to_lidar_matrix)
-
-    def boxes_lidar_to_camera(self, boxes_lidar: ArrayLike) -> NDArray[np.float64]:
-        """(M, 7) lidar boxes → (M, 7) camera boxes ``[x, y, z, l, h, w, ry]``."""
-        return boxes_lidar_to_camera(boxes_lidar, self.lidar_to_rect_matrix)
-
-    def to_text(self) -> str:
-        """The calibration in the devkit's ``calib/*.txt`` format."""
-        rows = [
-            ("P0", self.P0),
-            ("P1", self.P1),
-            ("P2", self.P2),
-            ("P3", self.P3),
-            ("R0_rect", self.R0_rect),
-            ("Tr_velo_to_cam", self.Tr_velo_to_cam),
-        ]
-        if self.Tr_imu_to_velo is not None:
-            rows.append(("Tr_imu_to_velo", self.Tr_imu_to_velo))
-        return "".join(f"{key}: " + " ".join(f"{v:.12e}" for v in m.ravel()) + "\n" for key, m in rows)
 
 
 _CALIB_SHAPES = {
@@ -299,57 +200,6 @@ def write_calib(path: str | os.PathLike, calib: KittiCalibration, fsync: bool = 
 
 # --------------------------------------------------------------------------------------------------
 # labels
-
-
-@dataclass
-class KittiObjects:
-    """The objects of one label file, as arrays of length M (DontCare rows included).
-
-    Attributes:
-        names: (M,) str type names, one of :data:`KITTI_CLASSES`.
-        truncated: (M,) float32 in [0, 1] (-1 for DontCare and predictions).
-        occluded: (M,) int32, 0 visible, 1 partly, 2 largely occluded, 3 unknown (-1 likewise).
-        alpha: (M,) float32 observation angle, radians.
-        bbox: (M, 4) float32 image-2 box ``[left, top, right, bottom]``, pixels.
-        boxes_camera: (M, 7) float64 ``[x, y, z, l, h, w, ry]``: bottom centre in the rectified
-            camera frame, extents, rotation about camera y.
-        scores: (M,) float32 detection scores (result files), or None for ground truth.
-    """
-
-    names: NDArray[np.str_]
-    truncated: NDArray[np.float32]
-    occluded: NDArray[np.int32]
-    alpha: NDArray[np.float32]
-    bbox: NDArray[np.float32]
-    boxes_camera: NDArray[np.float64]
-    scores: NDArray[np.float32] | None = None
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def select(self, mask: ArrayLike) -> KittiObjects:
-        """The objects where ``mask`` (bool (M,) or indices) selects."""
-        return KittiObjects(
-            names=self.names[mask],
-            truncated=self.truncated[mask],
-            occluded=self.occluded[mask],
-            alpha=self.alpha[mask],
-            bbox=self.bbox[mask],
-            boxes_camera=self.boxes_camera[mask],
-            scores=None if self.scores is None else self.scores[mask],
-        )
-
-    @classmethod
-    def empty(cls, with_scores: bool = False) -> KittiObjects:
-        return cls(
-            names=np.zeros((0,), dtype="<U16"),
-            truncated=np.zeros((0,), np.float32),
-            occluded=np.zeros((0,), np.int32),
-            alpha=np.zeros((0,), np.float32),
-            bbox=np.zeros((0, 4), np.float32),
-            boxes_camera=np.zeros((0, 7), np.float64),
-            scores=np.zeros((0,), np.float32) if with_scores else None,
-        )
 
 
 def read_label(path: str | os.PathLike) -> KittiObjects:
@@ -524,7 +374,9 @@ def read_pose(path: str | os.PathLike) -> NDArray[np.float64]:
         raise KittiFormatError(f"{path}: pose has a value that is not a number ({err})") from None
     if values.size != 12 or not np.isfinite(values).all():
         raise KittiFormatError(f"{path}: pose must be 12 finite numbers (3×4), got {values.size}")
-    return _homogeneous(values.reshape(3, 4))
+    pose = np.eye(4)
+    pose[:3] = values.reshape(3, 4)
+    return pose
 
 
 def write_pose(path: str | os.PathLike, pose: ArrayLike, fsync: bool = True) -> Path:
@@ -543,7 +395,7 @@ def read_split(root: str | os.PathLike, name: str) -> list[str]:
 
 def write_split(root: str | os.PathLike, name: str, frame_ids: list[str] | list[int]) -> Path:
     """Write ``ROOT/ImageSets/{name}.txt`` (atomically)."""
-    text = "".join(_frame_name(f) + "\n" for f in frame_ids)
+    text = "".join(frame_name(f) + "\n" for f in frame_ids)
     return atomic_write_text(Path(root) / "ImageSets" / f"{name}.txt", text)
 
 
@@ -637,7 +489,7 @@ def load_frame(root: str | os.PathLike, frame_id: int | str, split: str = "train
         raise FileNotFoundError(
             f"{split_dir}: no such folder; expected a KITTI root with {split}/velodyne, ..."
         )
-    name = _frame_name(frame_id)
+    name = frame_name(frame_id)
     velo = frame_path(root, name, "velodyne", split)
     if not velo.is_file():
         raise FileNotFoundError(f"{velo}: frame {name} does not exist in {split_dir}")

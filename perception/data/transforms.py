@@ -32,9 +32,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from perception.data.database import GroundTruthDatabase
-from perception.data.sample import Sample
 from perception.geometry.boxes import points_in_boxes, wrap_angle
 from perception.ops.iou3d import boxes_iou_bev
+from perception.structures import KittiRecord, Sample
 
 __all__ = [
     "CameraFovFilter",
@@ -253,7 +253,7 @@ class CameraFovFilter(Transform):
 
     KITTI labels objects only in the front camera's view, so points outside it would teach a model
     that the unlabelled cars there are background (OpenPCDet's ``FOV_POINTS_ONLY``). Uses the frame's
-    ``meta["calib"]`` (a :class:`~perception.data.kitti.KittiCalibration`) and ``meta["image_shape"]``,
+    record's calibration and image shape (:class:`~perception.structures.KittiRecord`),
     or ``image_shape`` where the frame has no image (the synthetic data: KITTI's 375 × 1242). The
     calibration describes the frame as read, so this must come before any geometric augmentation.
     Boxes are kept (labelled objects are in view).
@@ -263,11 +263,14 @@ class CameraFovFilter(Transform):
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        calib = sample.meta.get("calib")
-        if calib is None:
-            raise ValueError(f"sample {sample.frame_id}: CameraFovFilter needs meta['calib']")
-        height, width = sample.meta.get("image_shape") or self.image_shape
-        p = calib.lidar_to_image_matrix
+        record = sample.record
+        if not isinstance(record, KittiRecord):
+            raise ValueError(
+                f"sample {sample.frame_id}: CameraFovFilter needs a KittiRecord (a camera calibration), "
+                f"got {type(record).__name__}"
+            )
+        height, width = record.image_shape or self.image_shape
+        p = record.calib.lidar_to_image_matrix
         x, y, z = (sample.points[:, k].astype(np.float64) for k in range(3))
         u, v, w = (p[r, 0] * x + p[r, 1] * y + p[r, 2] * z + p[r, 3] for r in range(3))
         # u / w in [0, width) and v / w in [0, height), in front of the camera (w > 0).
@@ -375,8 +378,8 @@ class GroundTruthSampling(Transform):
     objects are drawn (``count`` itself with ``fill=False``), where they were in their source frame.
     Candidates are accepted in order when their BEV IoU with every box of the frame and every box
     accepted before is 0. "Every box of the frame" includes the objects of other classes (Van,
-    Truck, Misc, ... — not in ``sample.boxes``) that the KITTI datasets list in
-    ``meta["gt_objects"]["boxes_lidar"]``: those boxes are in the frame as read, so this transform
+    Truck, Misc, ... — not in ``sample.boxes``) that the sample's record lists in
+    ``record.boxes_lidar``: those boxes are in the frame as read, so this transform
     must come before any geometric augmentation (as in :func:`~perception.data.datamodules.default_train_transforms`). The scene points inside an accepted box are removed and the object's points
     added; labels are the class's index in ``class_names``, difficulty the database's.
 
@@ -437,7 +440,7 @@ class GroundTruthSampling(Transform):
             return sample.replace()
         boxes = np.stack([obj.box for _, obj in candidates]).astype(np.float64)
         scene_boxes = sample.boxes.astype(np.float64)
-        others = sample.meta.get("gt_objects", {}).get("boxes_lidar")
+        others = sample.record.boxes_lidar if sample.record is not None else None
         if others is not None and len(others):
             scene_boxes = np.concatenate([scene_boxes, np.asarray(others, np.float64).reshape(-1, 7)])
         hit_scene = boxes_iou_bev(boxes, scene_boxes).max(axis=1, initial=0.0) > 0

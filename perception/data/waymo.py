@@ -73,9 +73,9 @@ from google.protobuf.message import DecodeError
 from numpy.typing import ArrayLike, NDArray
 
 from perception.data import waymo_protos as wpb
-from perception.data.frame import Frame
 from perception.data.io import atomic_write_bytes
 from perception.geometry.boxes import wrap_angle
+from perception.structures import Frame
 
 __all__ = [
     "LEVEL_2_MAX_POINTS",

@@ -69,7 +69,6 @@ from perception.data import database as gt_database_format
 from perception.data.database import INDEX_NAME
 from perception.data.datasets import EpochDataset
 from perception.data.io import atomic_write_bytes, atomic_write_text
-from perception.data.sample import Sample
 from perception.data.transforms import Transform
 from perception.data.waymo import (
     POINT_COLUMNS,
@@ -79,6 +78,7 @@ from perception.data.waymo import (
     read_frames_v2,
     read_records,
 )
+from perception.structures import Sample, WaymoObjects, WaymoRecord
 
 __all__ = [
     "FORMAT",
@@ -809,23 +809,24 @@ class WaymoDetectionDataset(EpochDataset):
         root: the converted root (``ROOT/ImageSets/<split>.txt``, ``ROOT/<split>/<context>/<ts>.npz``).
         split: ``train``, ``val``, ...
         class_names: the training classes (``labels`` index into them); objects of other classes
-            (SIGN by default) are not in ``boxes`` but are in ``meta["gt_objects"]``.
+            (SIGN by default) are not in ``boxes`` but are in the record.
         transforms: applied in order with the sample's generator (a list or one transform).
         seed: augmentation seed: sample ``i`` of epoch ``e`` uses ``default_rng([seed, e, i])``.
         point_columns: how many of the point columns to keep (default 5: x, y, z, intensity,
             elongation; up to 8 adds nlz, return, lidar).
         intensity_tanh: squash the intensity with ``tanh``, as OpenPCDet does for Waymo
             (:func:`model_points`).
+        frame_ids: exactly these frames (keys ``"<context_name>/<timestamp_micros>"``, each of which
+            must have its ``.npz`` in ``ROOT/<split>/``) instead of the split file's.
 
     ``frame_ids`` are the split file's keys ``"<context_name>/<timestamp_micros>"``; a sample's
     ``frame_id`` is ``"<context_name>_<timestamp_micros>"`` (as
     :class:`~perception.data.waymo.WaymoFrame`'s); ``difficulty`` the official LEVEL_1 / LEVEL_2
-    (1 / 2); ``meta`` holds ``index``, ``frame_key`` ``(context_name, timestamp_micros)`` (the key the
-    Waymo metric uses) and ``gt_objects``: every labelled object of the frame before any transform —
-    ``boxes`` (M, 7) float32, ``names`` (M,) str, ``types`` (M,) int8 Label.Type, ``difficulty``
-    (M,) int8, ``num_lidar_points`` (M,) int32, ``ids`` (M,) str — and ``boxes_lidar`` (the same
-    boxes, under the name :class:`~perception.data.transforms.GroundTruthSampling` reads to keep
-    pasted objects off the other classes' boxes).
+    (1 / 2); ``record`` a :class:`~perception.structures.WaymoRecord`: context name, timestamp and
+    pose, and every labelled object of the frame before any transform (boxes, Label.Type codes,
+    difficulty, lidar point counts, ids, and the type names) — what the Waymo metric and submission
+    writer need, and what :class:`~perception.data.transforms.GroundTruthSampling` keeps pasted
+    objects clear of.
 
     Raises:
         FileNotFoundError: ``root`` or the split is missing; the message (:func:`missing_waymo_message`)
@@ -841,15 +842,29 @@ class WaymoDetectionDataset(EpochDataset):
         seed: int = 0,
         point_columns: int = 5,
         intensity_tanh: bool = True,
+        frame_ids: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
-        if not _split_file(self.root, split).is_file() or not (self.root / split).is_dir():
+        if not (self.root / split).is_dir() or (
+            frame_ids is None and not _split_file(self.root, split).is_file()
+        ):
             raise FileNotFoundError(missing_waymo_message(self.root, split))
         if not 3 <= point_columns <= len(POINT_COLUMNS):
             raise ValueError(f"point_columns must be in [3, {len(POINT_COLUMNS)}], got {point_columns}")
         self.split = split
-        self.frame_ids = _read_split(self.root, split)
+        self.frame_ids = _read_split(self.root, split) if frame_ids is None else [str(k) for k in frame_ids]
         self._keys = [parse_frame_key(k) for k in self.frame_ids]
+        if frame_ids is not None:
+            missing = [
+                k
+                for k, key in zip(self.frame_ids, self._keys, strict=True)
+                if not frame_file(self.root, split, *key).is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"{self.root / split}: no converted frame {', '.join(missing[:5])}"
+                    + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                )
         self.class_names = tuple(class_names)
         self.point_columns, self.intensity_tanh = int(point_columns), bool(intensity_tanh)
         self._init_transforms(transforms, seed)
@@ -867,22 +882,27 @@ class WaymoDetectionDataset(EpochDataset):
         names = arrays["names"]
         known = np.isin(names, self.class_names)
         label_of = {name: i for i, name in enumerate(self.class_names)}
-        gt_objects = {
-            "boxes": arrays["boxes"],
-            "boxes_lidar": arrays["boxes"],
-            "names": names,
-            "types": arrays["types"],
-            "difficulty": arrays["difficulty"],
-            "num_lidar_points": arrays["num_lidar_points"],
-            "ids": arrays["ids"],
-        }
+        pose = arrays["pose"]
+        record = WaymoRecord(
+            context_name=context,
+            timestamp_micros=timestamp,
+            pose=pose if np.isfinite(pose).all() else None,
+            objects=WaymoObjects(
+                boxes=np.asarray(arrays["boxes"], np.float64).reshape(-1, 7),
+                types=np.asarray(arrays["types"], np.int64),
+                difficulty=np.asarray(arrays["difficulty"], np.int64),
+                num_lidar_points=np.asarray(arrays["num_lidar_points"], np.int64),
+                ids=np.asarray(arrays["ids"]).astype(str),
+            ),
+            names=np.asarray(names).astype(str),
+        )
         return Sample(
             frame_id=f"{context}_{timestamp}",
             points=model_points(arrays["points"], self.point_columns, self.intensity_tanh),
             boxes=np.ascontiguousarray(arrays["boxes"][known], dtype=np.float32),
             labels=np.array([label_of[n] for n in names[known]], dtype=np.int64),
             difficulty=arrays["difficulty"][known].astype(np.int32),
-            meta={"index": index, "frame_key": (context, timestamp), "gt_objects": gt_objects},
+            record=record,
         )
 
     def __repr__(self) -> str:

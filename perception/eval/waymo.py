@@ -112,6 +112,7 @@ from scipy.sparse.csgraph import connected_components
 from perception.data.io import atomic_write_bytes
 from perception.eval._inputs import FrameRowsMetric, as_numpy, field
 from perception.ops.iou3d import boxes_iou3d
+from perception.structures.waymo import TYPE_CODES, FrameKey, WaymoObjects
 
 __all__ = [
     "BREAKDOWNS",
@@ -137,11 +138,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FrameKey = tuple[str, int]
-"""A frame: ``(context_name, frame_timestamp_micros)``."""
-
-TYPE_CODES: dict[str, int] = {"UNKNOWN": 0, "VEHICLE": 1, "PEDESTRIAN": 2, "SIGN": 3, "CYCLIST": 4}
-"""``Label.Type`` values (``label.proto``), by name without the ``TYPE_`` prefix."""
 _TYPE_NAMES = {code: name for name, code in TYPE_CODES.items()}
 
 DEFAULT_CLASSES: tuple[str, ...] = ("VEHICLE", "PEDESTRIAN", "CYCLIST", "SIGN")
@@ -172,34 +168,6 @@ _GT_COLS, _PD_COLS = 9, 10
 
 # --------------------------------------------------------------------------------------------------
 # Per-frame objects
-
-
-@dataclass
-class WaymoObjects:
-    """The objects of one frame, as a ``metrics.Objects`` file holds them.
-
-    Attributes:
-        boxes: (M, 7) float64 ``[x, y, z, l, w, h, heading]``, box centre in the vehicle frame, metres,
-            heading counter-clockwise from +x in radians.
-        types: (M,) int64 ``Label.Type`` codes (:data:`TYPE_CODES`: 1 vehicle, 2 pedestrian, 3 sign,
-            4 cyclist).
-        scores: (M,) float32 confidences (predictions; 1.0 for ground truth, the proto default).
-        difficulty: (M,) int64 ``detection_difficulty_level``: 0 unset, 1 ``LEVEL_1``, 2 ``LEVEL_2``.
-        num_lidar_points: (M,) int64 ``num_lidar_points_in_box``.
-        overlap_with_nlz: (M,) bool, whether a prediction overlaps a no-label zone.
-        ids: (M,) str object ids (``Label.id``), "" where unset.
-    """
-
-    boxes: NDArray[np.float64]
-    types: NDArray[np.int64]
-    scores: NDArray[np.float32] | None = None
-    difficulty: NDArray[np.int64] | None = None
-    num_lidar_points: NDArray[np.int64] | None = None
-    overlap_with_nlz: NDArray[np.bool_] | None = None
-    ids: NDArray[np.str_] | None = None
-
-    def __len__(self) -> int:
-        return len(self.boxes)
 
 
 def _type_codes(values: Any, n: int, what: str) -> NDArray[np.int64]:

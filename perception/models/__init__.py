@@ -2,13 +2,12 @@
 
 from perception.models.backbones import BEVBackbone, PillarScatter, SparseBackbone3d
 from perception.models.detector import Detector
-from perception.models.encoders import PointNetEncoder, PVTEncoder, VoxelFeatures
-from perception.models.heads import CenterHead, Detections, HeadOutput, PointRefinementHead
+from perception.models.encoders import PointNetEncoder, PVTEncoder
+from perception.models.heads import CenterHead, HeadOutput, PointRefinementHead
 
 __all__ = [
     "BEVBackbone",
     "CenterHead",
-    "Detections",
     "Detector",
     "HeadOutput",
     "PVTEncoder",
@@ -16,5 +15,4 @@ __all__ = [
     "PointNetEncoder",
     "PointRefinementHead",
     "SparseBackbone3d",
-    "VoxelFeatures",
 ]

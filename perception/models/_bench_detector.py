@@ -74,7 +74,7 @@ def bench_detector(
         frames per second, the time relative to PointPillars' and to the budget.
     """
     from perception.data.datamodules import default_val_transforms
-    from perception.data.sample import collate
+    from perception.structures import collate
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from perception.data.sample import Batch
 from perception.models.backbones.scatter import PillarScatter
-from perception.models.heads.center_head import CenterHead, Detections, HeadOutput
+from perception.models.heads.center_head import CenterHead, HeadOutput
 from perception.models.heads.point_refine import PointRefinementHead
+from perception.structures import Batch, Detections
 
 __all__ = ["Detector"]
 

@@ -36,9 +36,8 @@ from perception.data.io import atomic_write_bytes
 from perception.geometry.boxes import box_corners
 
 if TYPE_CHECKING:
-    from perception.data.frame import Frame
     from perception.data.kitti import KittiFrame, KittiObjects
-    from perception.data.sample import Batch
+    from perception.structures import Batch, Frame
 
 __all__ = [
     "CLASS_COLOURS",

@@ -15,11 +15,11 @@ import torch
 
 from perception.data.datasets import EpochSampler, KittiDetectionDataset
 from perception.data.kitti import load_frame, read_split
-from perception.data.sample import Batch, Sample
 from perception.data.synthetic import SyntheticConfig, write_dataset
 from perception.data.transforms import CameraFovFilter, GlobalRotation, RangeFilter, Transform
 from perception.geometry.boxes import points_in_boxes
 from perception.geometry.camera import project_points
+from perception.structures import Batch, KittiRecord, Sample
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 PCR = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
@@ -55,7 +55,7 @@ def assert_same_batches(a: list[Batch], b: list[Batch]) -> None:
 # dataset
 
 
-def test_dataset_samples_keep_training_classes_and_meta(tiny):
+def test_dataset_samples_keep_training_classes_and_records(tiny):
     ds = KittiDetectionDataset(tiny, "train", class_names=("Car", "Cyclist"))
     assert len(ds) == len(read_split(tiny, "train"))
     for i in range(len(ds)):
@@ -65,16 +65,26 @@ def test_dataset_samples_keep_training_classes_and_meta(tiny):
         assert s.frame_id == frame.frame_id and s.points.shape == frame.points.shape
         np.testing.assert_array_equal(s.boxes, frame.boxes[keep])
         assert s.labels.tolist() == [("Car", "Cyclist").index(n) for n in frame.names[keep]]
-        np.testing.assert_array_equal(
-            s.meta["calib"].lidar_to_image_matrix, frame.calib.lidar_to_image_matrix
-        )
-        assert s.meta["image_shape"] == frame.image_shape
-        assert s.meta["gt_objects"]["names"].tolist() == frame.names.tolist()  # every type, for evaluation
-        assert "DontCare" not in s.meta["gt_objects"]["names"]
+        assert isinstance(s.record, KittiRecord)
+        np.testing.assert_array_equal(s.record.calib.lidar_to_image_matrix, frame.calib.lidar_to_image_matrix)
+        assert s.record.image_shape == frame.image_shape
+        assert s.record.objects.names.tolist() == frame.names.tolist()  # every type, for evaluation
+        np.testing.assert_array_equal(s.record.boxes_lidar, frame.boxes)
+        np.testing.assert_array_equal(s.record.difficulty, frame.difficulty)
+        assert "DontCare" not in s.record.objects.names
     assert any(
-        "Van" in ds[i].meta["gt_objects"]["names"] or "Pedestrian" in ds[i].meta["gt_objects"]["names"]
+        "Van" in ds[i].record.objects.names or "Pedestrian" in ds[i].record.objects.names
         for i in range(len(ds))
     )
+
+
+def test_dataset_takes_frame_ids_instead_of_a_split(tiny):
+    ids = read_split(tiny, "val")[:2]
+    ds = KittiDetectionDataset(tiny, "chosen", frame_ids=[ids[1], int(ids[0])])
+    assert ds.frame_ids == [ids[1], ids[0]]
+    np.testing.assert_array_equal(ds[0].points, load_frame(tiny, ids[1]).points)
+    with pytest.raises(FileNotFoundError, match="999999"):
+        KittiDetectionDataset(tiny, "chosen", frame_ids=["999999"])
 
 
 def test_camera_fov_filter_keeps_the_points_in_view(tiny):
@@ -82,7 +92,7 @@ def test_camera_fov_filter_keeps_the_points_in_view(tiny):
     s = ds.load(0)
     out = CameraFovFilter()(s, np.random.default_rng(0))
     assert 0 < len(out.points) < len(s.points) / 2  # a 360° scan, a ~90° camera
-    uv, depth = project_points(out.points[:, :3], s.meta["calib"].lidar_to_image_matrix)
+    uv, depth = project_points(out.points[:, :3], s.record.calib.lidar_to_image_matrix)
     assert (depth > 0).all() and (uv >= 0).all() and (uv[:, 0] < 1242).all() and (uv[:, 1] < 375).all()
     np.testing.assert_array_equal(out.boxes, s.boxes)
     # Objects entirely in the image (not truncated) keep all their points.
@@ -92,7 +102,7 @@ def test_camera_fov_filter_keeps_the_points_in_view(tiny):
     before = np.bincount(points_in_boxes(s.points, whole) + 1, minlength=len(whole) + 1)[1:]
     after = np.bincount(points_in_boxes(out.points, whole) + 1, minlength=len(whole) + 1)[1:]
     np.testing.assert_array_equal(after, before)
-    with pytest.raises(ValueError, match="calib"):
+    with pytest.raises(ValueError, match="KittiRecord"):
         CameraFovFilter()(Sample(frame_id="x", points=s.points), np.random.default_rng(0))
 
 
@@ -110,7 +120,7 @@ def test_gt_objects_evaluate_like_the_frames(tiny):
         }
         for f in frames
     ]
-    ours = evaluate([ds[i].meta["gt_objects"] for i in range(len(ds))], predictions)
+    ours = evaluate([ds[i].record.ground_truth() for i in range(len(ds))], predictions)
     np.testing.assert_array_equal(list(ours.values()), list(evaluate(frames, predictions).values()))
 
 
@@ -213,7 +223,8 @@ class ParallelNumbaTouch(Transform):
     """Runs a numba ``parallel=True`` kernel inside the worker (what kills forked OpenMP workers)."""
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        return sample.replace(meta={**sample.meta, "sum_x": float(_parallel_sum(sample.points[:, 0]))})
+        total = float(_parallel_sum(sample.points[:, 0]))
+        return sample.replace(frame_id=f"{sample.frame_id}:{total:.3f}")
 
 
 @numba.njit(parallel=True)
@@ -244,7 +255,7 @@ def test_two_workers_after_numba_parallel_in_parent_match_zero_workers(tiny):
     parallel, serial = run(2), run(0)
     for a, b in zip(parallel, serial, strict=True):
         assert_same_batches(a, b)
-        assert all("sum_x" in m for x in a for m in x.meta)
+        assert all(":" in f for x in a for f in x.frame_ids)
     assert [b.frame_ids for b in parallel[0]] != [b.frame_ids for b in parallel[1]]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from perception.data.sample import Sample, collate
+from perception.structures import Sample, collate
 
 
 def make(i: int, n: int, m: int) -> Sample:
@@ -17,7 +17,6 @@ def make(i: int, n: int, m: int) -> Sample:
         boxes=rng.normal(size=(m, 7)).astype(np.float32),
         labels=np.arange(m, dtype=np.int64),
         difficulty=np.zeros(m, np.int32),
-        meta={"i": i},
     )
 
 
@@ -29,7 +28,7 @@ def test_collate_concatenates_points_in_sample_order():
     assert batch.batch_index.tolist() == [0] * 5 + [2] * 3
     torch.testing.assert_close(batch.points[5:], torch.from_numpy(samples[2].points))
     assert [b.shape[0] for b in batch.boxes] == [2, 0, 1]
-    assert batch.labels[0].dtype == torch.int64 and batch.meta[2] == {"i": 2}
+    assert batch.labels[0].dtype == torch.int64 and batch.records == [None] * 3
     moved = batch.to("cpu")
     assert moved.points.device.type == "cpu" and moved.frame_ids == batch.frame_ids
 

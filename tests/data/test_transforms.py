@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from perception.data.database import GroundTruthDatabase, build_gt_database
 from perception.data.datasets import KittiDetectionDataset
-from perception.data.sample import Sample
 from perception.data.synthetic import SyntheticConfig, write_dataset
 from perception.data.transforms import (
     Compose,
@@ -32,6 +31,7 @@ from perception.data.transforms import (
 )
 from perception.geometry.boxes import points_in_boxes, points_in_boxes_mask, rotation_z, wrap_angle
 from perception.ops.iou3d import boxes_iou_bev
+from perception.structures import Sample
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -268,8 +268,9 @@ def test_ground_truth_sampling_keeps_clear_of_objects_of_other_classes(tiny):
     checked = 0
     for i in range(len(ds)):
         s = ds.load(i)
-        gt = s.meta["gt_objects"]
-        others = gt["boxes_lidar"][~np.isin(gt["names"], ("Car", "Pedestrian"))].astype(np.float64)
+        others = s.record.boxes_lidar[~np.isin(s.record.objects.names, ("Car", "Pedestrian"))].astype(
+            np.float64
+        )
         if not len(others):
             continue
         out = paste(s, np.random.default_rng(i))

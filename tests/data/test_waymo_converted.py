@@ -44,7 +44,6 @@ from perception.geometry.boxes import points_in_boxes_mask
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "convert_waymo.py"
-REAL = REPO.parent / "shared" / "data" / "waymo" / "val_one_frame_labels_only.tfrecord"
 SEG_A = "segA_1000000000000000001_000_000_000_000"
 SEG_B = "segB_2000000000000000002_000_000_000_000"
 CLASSES = ("VEHICLE", "PEDESTRIAN", "CYCLIST")
@@ -216,13 +215,15 @@ def test_dataset_samples_labels_columns_and_reproducible_augmentation(converted,
     np.testing.assert_array_equal(sample.labels, [0, 1, 2])  # VEHICLE, PEDESTRIAN, CYCLIST; SIGN dropped
     np.testing.assert_array_equal(sample.boxes, frame.boxes[[0, 1, 3]])
     np.testing.assert_array_equal(sample.difficulty, frame.difficulty[[0, 1, 3]])
-    assert sample.meta["index"] == 2 and sample.meta["frame_key"] == (SEG_B, T0 + 200_000)
-    gt = sample.meta["gt_objects"]
-    assert list(gt["names"]) == ["VEHICLE", "PEDESTRIAN", "SIGN", "CYCLIST"]
-    np.testing.assert_array_equal(gt["boxes"], frame.boxes)
-    np.testing.assert_array_equal(gt["num_lidar_points"], [200, 3, 0, 40])
-    np.testing.assert_array_equal(gt["difficulty"], [1, 2, 2, 1])
-    np.testing.assert_array_equal(gt["ids"], frame.ids)
+    record = sample.record
+    assert record.frame_key == (SEG_B, T0 + 200_000)
+    np.testing.assert_array_equal(record.pose, frame.pose)
+    assert list(record.names) == ["VEHICLE", "PEDESTRIAN", "SIGN", "CYCLIST"]
+    np.testing.assert_array_equal(record.objects.boxes, frame.boxes)
+    np.testing.assert_array_equal(record.boxes_lidar, frame.boxes)
+    np.testing.assert_array_equal(record.objects.num_lidar_points, [200, 3, 0, 40])
+    np.testing.assert_array_equal(record.objects.difficulty, [1, 2, 2, 1])
+    np.testing.assert_array_equal(record.objects.ids, frame.ids)
 
     raw = WaymoDetectionDataset(out, "train", class_names=("SIGN",), point_columns=8, intensity_tanh=False)
     np.testing.assert_array_equal(raw.load(2).points, frame.points)
@@ -317,10 +318,8 @@ def test_missing_data_message_says_where_and_how(tmp_path):
     assert str(tmp_path / "converted" / "ImageSets" / "val.txt") in message
 
 
-def test_real_record_converts(tmp_path):
-    if not REAL.is_file():
-        pytest.skip(f"real Waymo record not found at {REAL}")
-    summary = convert_segment(REAL, tmp_path, "val")
+def test_real_record_converts(waymo_record, tmp_path):
+    summary = convert_segment(waymo_record, tmp_path, "val")
     assert summary["frames"] == summary["written"] == 1 and summary["points"] == 0
     context = "1071392229495085036_1844_790_1864_790"
     (path,) = (tmp_path / "val" / context).glob("*.npz")
@@ -328,6 +327,6 @@ def test_real_record_converts(tmp_path):
     assert arrays["points"].shape == (0, 8) and arrays["boxes"].shape == (18, 7)
     assert Counter(arrays["names"].tolist()) == {"SIGN": 17, "VEHICLE": 1}
     assert np.isfinite(arrays["pose"]).all() and os.path.getsize(path) > 0
-    frame = next(read_frames(REAL))
+    frame = next(read_frames(waymo_record))
     for name, value in frame_arrays(frame).items():
         np.testing.assert_array_equal(arrays[name], value)

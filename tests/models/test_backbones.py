@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from perception.models.backbones import BEVBackbone, PillarScatter, SparseBackbone3d
-from perception.models.encoders import VoxelFeatures
 from perception.ops.voxelize import grid_shape
+from perception.structures import VoxelFeatures
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from perception.models.heads import CenterHead, Detections, HeadOutput, gaussian_radius
+from perception.models.heads import CenterHead, HeadOutput, gaussian_radius
 from perception.models.heads.center_head import focal_loss
+from perception.structures import Detections
 
 RANGE = [0.0, -8.0, -3.0, 19.2, 8.0, 1.0]
 VOXEL = [0.1, 0.1, 4.0]

@@ -11,7 +11,6 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from perception.data.sample import Batch
 from perception.models import (
     BEVBackbone,
     CenterHead,
@@ -23,6 +22,7 @@ from perception.models import (
     SparseBackbone3d,
 )
 from perception.ops.iou3d import boxes_iou_bev
+from perception.structures import Batch
 
 RANGE = [0.0, -9.6, -2.0, 19.2, 9.6, 2.0]
 CLASSES = ["Car", "Pedestrian"]

@@ -11,8 +11,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from perception.models.encoders import PointNetEncoder, PVTEncoder, VoxelFeatures, group_points
+from perception.models.encoders import PointNetEncoder, PVTEncoder, group_points
 from perception.models.encoders.pvt import segment_attention, segment_softmax
+from perception.structures import VoxelFeatures
 
 VOXEL = [1.0, 1.0, 1.0]
 RANGE = [0.0, 0.0, -1.0, 4.0, 3.0, 1.0]  # grid (D, H, W) = (2, 3, 4): few voxels, many points each

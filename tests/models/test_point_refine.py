@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_detector import box_points, pointpillars, synthetic_batch
 
 from perception.geometry.boxes import points_in_boxes_mask
-from perception.models import Detections, Detector, PointRefinementHead
+from perception.models import Detector, PointRefinementHead
 from perception.models.heads.point_refine import (
     canonical_point_features,
     decode_residuals,
@@ -22,6 +22,7 @@ from perception.models.heads.point_refine import (
     roi_points,
 )
 from perception.ops.iou3d import boxes_iou3d
+from perception.structures import Detections
 
 
 @pytest.fixture(autouse=True, scope="module")

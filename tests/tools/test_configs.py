@@ -16,9 +16,9 @@ import torch
 import yaml
 
 from perception.cli import CONFIG_DIR, DetectionCLI
-from perception.data.sample import Sample, collate
 from perception.models import Detector
 from perception.models.heads.center_head import HeadOutput
+from perception.structures import Sample, collate
 
 REPO = Path(__file__).resolve().parents[2]
 # model configs (overlays such as wandb.yaml, which only add loggers, are tested where they are used)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from perception.data.frame import Frame
 from perception.data.kitti import load_frame, read_label
 from perception.geometry.boxes import box_corners
+from perception.structures import Frame
 from perception.viz.bev import CLASS_COLOURS as BEV_CLASS_COLOURS
 from perception.viz.scene import (
     CLASS_COLOURS,

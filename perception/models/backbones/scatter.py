@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from perception.models.encoders.grouping import VoxelFeatures
+from perception.structures import VoxelFeatures
 
 __all__ = ["PillarScatter"]
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from perception.models.encoders.grouping import VoxelFeatures
 from perception.ops.sparse import SparseConv3d, SparseConvTensor, SparseSequential, SubMConv3d
+from perception.structures import VoxelFeatures
 
 __all__ = ["SparseBackbone3d"]
 

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from perception.models.encoders.grouping import VoxelFeatures, group_points
+from perception.models.encoders.grouping import group_points
+from perception.structures import VoxelFeatures
 
 __all__ = ["PointNetEncoder"]
 

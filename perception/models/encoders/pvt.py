@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perception.models.encoders.grouping import PointGroups, VoxelFeatures, group_points
+from perception.models.encoders.grouping import PointGroups, group_points
+from perception.structures import VoxelFeatures
 
 __all__ = ["PVTEncoder", "VoxelAttentionLayer", "segment_attention", "segment_softmax"]
 

@@ -3,7 +3,6 @@
 from perception.models.heads.center_head import (
     CenterHead,
     CenterTargets,
-    Detections,
     HeadOutput,
     gaussian_radius,
 )
@@ -12,7 +11,6 @@ from perception.models.heads.point_refine import PointRefinementHead
 __all__ = [
     "CenterHead",
     "CenterTargets",
-    "Detections",
     "HeadOutput",
     "PointRefinementHead",
     "gaussian_radius",

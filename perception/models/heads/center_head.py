@@ -34,11 +34,11 @@ from torch import nn
 
 from perception.ops.iou3d import nms_bev
 from perception.ops.voxelize import grid_shape
+from perception.structures import Detections
 
 __all__ = [
     "CenterHead",
     "CenterTargets",
-    "Detections",
     "HeadOutput",
     "class_thresholds",
     "gaussian_radius",
@@ -93,24 +93,6 @@ class CenterTargets:
     @property
     def num_objects(self) -> int:
         return int(self.batch.shape[0])
-
-
-@dataclass(frozen=True)
-class Detections:
-    """The detections of one sample, by descending score.
-
-    Attributes:
-        boxes: (K, 7) float32 ``[x, y, z, l, w, h, yaw]``, lidar frame, metres, yaw in [-π, π).
-        scores: (K,) float32 in (0, 1).
-        labels: (K,) int64 class index into the head's ``class_names``.
-    """
-
-    boxes: torch.Tensor
-    scores: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.boxes.shape[0])
 
 
 def class_thresholds(value: float | Sequence[float] | None, num_classes: int) -> list[float] | None:

@@ -44,8 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perception.models.heads.center_head import Detections, class_thresholds, select_detections
+from perception.models.heads.center_head import class_thresholds, select_detections
 from perception.ops.iou3d import boxes_iou3d
+from perception.structures import Detections
 
 __all__ = [
     "PointRefinementHead",

@@ -1,4 +1,4 @@
-"""The dataset-agnostic frame that every reader returns."""
+"""``Frame``: the dataset-agnostic LiDAR sweep with its 3D labels that every reader returns."""
 
 from __future__ import annotations
 

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-__all__ = ["Batch", "Sample", "collate"]
+from perception.structures.kitti import KittiRecord
+from perception.structures.waymo import WaymoRecord
+
+__all__ = ["Batch", "FrameRecord", "Sample", "collate"]
+
+FrameRecord = KittiRecord | WaymoRecord
+"""A sample's dataset record: what a writer or metric needs besides points and training boxes."""
 
 
 @dataclass(kw_only=True)
@@ -29,8 +35,10 @@ class Sample:
         boxes: (M, 7) float32 ``[x, y, z, l, w, h, yaw]`` of the training classes.
         labels: (M,) int64 index into the task's class names.
         difficulty: (M,) int32 (KITTI 0/1/2, -1 none), kept for evaluation.
-        meta: plain per-frame values the task needs to write or evaluate predictions (e.g. the KITTI
-            calibration and image shape); never read by the model.
+        record: the frame's dataset record (:class:`~perception.structures.kitti.KittiRecord`:
+            calibration, image shape, every labelled object; :class:`~perception.structures.waymo.WaymoRecord`:
+            context, timestamp, pose, every labelled object), as read, before any transform; what
+            writers and metrics need. Never read by a model. None for data that has none.
     """
 
     frame_id: str
@@ -38,7 +46,7 @@ class Sample:
     boxes: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 7), np.float32))
     labels: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0,), np.int64))
     difficulty: NDArray[np.int32] = field(default_factory=lambda: np.zeros((0,), np.int32))
-    meta: dict = field(default_factory=dict)
+    record: FrameRecord | None = None
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] < 3:
@@ -72,7 +80,7 @@ class Batch:
         labels: B tensors (M_b,) int64.
         frame_ids: B frame ids.
         difficulty: B tensors (M_b,) int32.
-        meta: B dicts, as in :class:`Sample`.
+        records: B records (or None), as in :class:`Sample`.
     """
 
     points: torch.Tensor
@@ -81,7 +89,7 @@ class Batch:
     labels: list[torch.Tensor]
     frame_ids: list[str]
     difficulty: list[torch.Tensor] = field(default_factory=list)
-    meta: list[dict] = field(default_factory=list)
+    records: list[FrameRecord | None] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:
@@ -134,5 +142,5 @@ def collate(samples: Sequence[Sample]) -> Batch:
         labels=[torch.from_numpy(np.ascontiguousarray(s.labels, dtype=np.int64)) for s in samples],
         frame_ids=[s.frame_id for s in samples],
         difficulty=[torch.from_numpy(np.ascontiguousarray(s.difficulty, dtype=np.int32)) for s in samples],
-        meta=[s.meta for s in samples],
+        records=[s.record for s in samples],
     )

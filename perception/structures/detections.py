@@ -1,0 +1,27 @@
+"""``Detections``: the 3D boxes a detector predicts for one sample, what metrics, writers and viewers read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Detections"]
+
+
+@dataclass(frozen=True)
+class Detections:
+    """The detections of one sample, by descending score.
+
+    Attributes:
+        boxes: (K, 7) float32 ``[x, y, z, l, w, h, yaw]``, lidar frame, metres, yaw in [-π, π).
+        scores: (K,) float32 in (0, 1).
+        labels: (K,) int64 class index into the head's ``class_names``.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
