@@ -14,7 +14,6 @@ from jsonargparse import ArgumentParser
 from perception.models import (
     BEVBackbone,
     CenterHead,
-    Detections,
     Detector,
     HeadOutput,
     PointNetEncoder,
@@ -22,7 +21,7 @@ from perception.models import (
     SparseBackbone3d,
 )
 from perception.ops.iou3d import boxes_iou_bev
-from perception.structures import Batch
+from perception.structures import Batch, Detections
 
 RANGE = [0.0, -9.6, -2.0, 19.2, 9.6, 2.0]
 CLASSES = ["Car", "Pedestrian"]
