@@ -3,7 +3,6 @@ style and PVT + sparse 3D backbone) overfitting one synthetic batch on the CPU u
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -120,7 +119,7 @@ def test_overfits_one_batch_and_finds_the_boxes(build: Callable[[], Detector]) -
     torch.manual_seed(0)
     model, batch = build(), synthetic_batch()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    start, history = time.perf_counter(), []
+    history = []
     for _ in range(40):
         losses = model.loss(model(batch), batch)
         optimizer.zero_grad()
@@ -141,7 +140,6 @@ def test_overfits_one_batch_and_finds_the_boxes(build: Callable[[], Detector]) -
         best = iou.argmax(dim=1)
         assert (iou.max(dim=1).values > 0.5).all(), iou.max(dim=1).values
         assert torch.equal(det.labels[best], labels)
-    assert time.perf_counter() - start < 60  # ~5–8 s on a quiet 2-core CPU
 
 
 DETECTOR_YAML = """
