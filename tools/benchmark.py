@@ -16,6 +16,8 @@
     python tools/benchmark.py all [--json OUT]
 
 Timings are medians over repeats on this machine; the README's performance table is their output.
+The benchmarks themselves live in the repository's top-level ``benchmarks/`` package (one module per
+subject, timing helpers in ``benchmarks/timing.py``); this script only runs them and prints the tables.
 """
 
 from __future__ import annotations
@@ -26,112 +28,72 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perception.benchmarking import median_seconds  # noqa: E402
-from perception.geometry.boxes import points_in_boxes_mask, rotation_z  # noqa: E402
-
 console = Console(width=150)
 
 
-def numpy_points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """The peer: the definition vectorised over all point-box pairs with NumPy (as commonly written)."""
-    local = points[:, None, :3] - boxes[None, :, :3]
-    local = np.einsum("mij,nmj->nmi", rotation_z(-boxes[:, 6]), local)
-    return np.all(np.abs(local) <= boxes[None, :, 3:6] / 2, axis=2)
-
-
-def _inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
-    cases = []
-    kitti = REPO.parent / "shared" / "data" / "kitti"
-    if (kitti / "training" / "velodyne").is_dir():
-        from perception.data.kitti import load_frame
-
-        frame = load_frame(kitti, "000001")
-        cases.append(
-            ("KITTI 000001 (120 k pts, 3 boxes)", frame.points[:, :3].astype(np.float64), frame.boxes_lidar)
-        )
-    rng = np.random.default_rng(0)
-    points = rng.uniform([-75, -75, -3], [75, 75, 3], (180_000, 3))
-    boxes = np.column_stack(
-        [
-            rng.uniform(-70, 70, (60, 2)),
-            rng.uniform(-1, 0, 60),
-            rng.uniform(0.5, 5, (60, 3)),
-            rng.uniform(-3, 3, 60),
-        ]
-    )
-    cases.append(("Waymo-sized (180 k pts ±75 m, 60 boxes)", points, boxes))
-    return cases
-
-
 def bench_geometry() -> list[dict]:
-    rows = []
-    for name, points, boxes in _inputs():
-        ours = median_seconds(lambda p=points, b=boxes: points_in_boxes_mask(p, b))
-        peer = median_seconds(lambda p=points, b=boxes: numpy_points_in_boxes(p, b), repeats=3)
-        assert np.array_equal(points_in_boxes_mask(points, boxes), numpy_points_in_boxes(points, boxes))
-        rows.append({"op": "points_in_boxes", "input": name, "ours_ms": ours * 1e3, "peer": "NumPy vectorised",
-                     "peer_ms": peer * 1e3, "speedup": peer / ours})  # fmt: skip
-    return rows
+    from benchmarks.geometry import bench_geometry as run
+
+    return run()
 
 
 def bench_synthetic(frames: int = 20) -> list[dict]:
-    from perception.data.synthetic.benchmark import benchmark_synthetic
+    from benchmarks.synthetic import benchmark_synthetic
 
     result = benchmark_synthetic(frames=frames, seed=0)
     return [{"op": "synthetic LiDAR", "input": f"{frames} frames", **result}]
 
 
 def bench_hilbert() -> list[dict]:
-    from perception.ops._bench_hilbert import bench_hilbert as run
+    from benchmarks.hilbert import bench_hilbert as run
 
     return run(verbose=False)
 
 
 def bench_iou() -> list[dict]:
-    from perception.ops._bench_iou import bench_iou as run
+    from benchmarks.iou import bench_iou as run
 
     return run()
 
 
 def bench_voxelize() -> list[dict]:
-    from perception.ops._bench_voxelize import bench_voxelize as run
+    from benchmarks.voxelize import bench_voxelize as run
 
     return run()
 
 
 def bench_sparse() -> list[dict]:
-    from perception.ops._bench_sparse import bench_sparse as run
+    from benchmarks.sparse import bench_sparse as run
 
     return run(verbose=False)
 
 
 def bench_kitti_eval() -> list[dict]:
-    from perception.eval._bench_kitti import bench_kitti_eval as run
+    from benchmarks.kitti_metric import bench_kitti_eval as run
 
     return run()
 
 
 def bench_waymo_convert() -> list[dict]:
-    from perception.data._bench_waymo import bench_waymo_convert as run
+    from benchmarks.waymo_conversion import bench_waymo_convert as run
 
     return run()
 
 
 def bench_waymo_eval() -> list[dict]:
-    from perception.eval._bench_waymo import bench_waymo_eval as run
+    from benchmarks.waymo_metric import bench_waymo_eval as run
 
     return run()
 
 
 def bench_detector(args: argparse.Namespace) -> list[dict]:
-    from perception.models._bench_detector import bench_detector as run
+    from benchmarks.detector import bench_detector as run
 
     ckpts = args.ckpts or None
     if ckpts is not None and len(ckpts) != len(args.configs):

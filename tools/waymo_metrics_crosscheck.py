@@ -14,7 +14,7 @@ brings its TensorFlow) plus this repository's requirements, from the repository 
 
 ``GT.bin`` and ``PRED.bin`` are submission-format files (one serialized ``waymo.open_dataset.Objects``
 proto each); ``--synthetic N`` generates N frames instead
-(:func:`perception.eval._bench_waymo.synthetic_objects`) and writes them to a temporary folder.
+(:func:`benchmarks.waymo_metric.synthetic_objects`) and writes them to a temporary folder.
 
 Three routes to the official numbers:
 
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         gt_path, pred_path = args.gt, args.pred
         if args.synthetic is not None:
-            from perception.eval._bench_waymo import synthetic_objects
+            from benchmarks.waymo_metric import synthetic_objects
 
             gts, preds = synthetic_objects(args.synthetic, args.seed)
             gt_path, pred_path = Path(tmp) / "gt.bin", Path(tmp) / "pred.bin"

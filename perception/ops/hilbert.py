@@ -37,7 +37,7 @@ the state graph is derived from the 8 child transforms below, then tabulated two
 time (64-entry rows indexed by a state and 2 bits of each axis), so a 10-bit encode is 5 table
 look-ups per point. Inputs of 16 Ki points or more use kernels compiled per step count, whose
 loop unrolls: on one core of the development AMD EPYC, ~190 M points/s encode and ~170 M decode at
-10 bits (``perception.ops._bench_hilbert``), 8-10x a numba Skilling transform.
+10 bits (``benchmarks/hilbert.py`` in the repository), 8-10x a numba Skilling transform.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Backends (chosen per call from the features' device):
   float32 / float64, exact (no approximation: gather → GEMM → fixed-order sums) and deterministic
   for any thread count, with autograd for features, weight and bias. spconv 2.3.8's CPU build is
   not used: its backward asks for a CUDA stream (a one-line run-time patch makes it run; see
-  :mod:`perception.ops._bench_sparse`) and its CPU scatter-add races with more than one thread.
+  ``benchmarks/sparse.py`` in the repository) and its CPU scatter-add races with more than one thread.
 
 Geometry is spconv's (checked against ``torch.nn.functional.conv3d`` and spconv's CPU forward):
 

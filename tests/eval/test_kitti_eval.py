@@ -24,9 +24,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.kitti_metric import synthetic_labels
 from perception.data.kitti import KittiFormatError, KittiObjects, write_label
 from perception.data.synthetic.camera import base_calibration
-from perception.eval._bench_kitti import synthetic_labels
 from perception.eval.kitti import KittiAP, evaluate, evaluate_folders, main, result_keys
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perception.eval._bench_waymo import synthetic_objects
+from benchmarks.waymo_metric import synthetic_objects
 from perception.eval.waymo import (
     DEFAULT_CLASSES,
     RANGE_SHARDS,

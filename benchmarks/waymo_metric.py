@@ -1,6 +1,6 @@
 """Benchmark of the Waymo detection metric on a synthetic split of about 40 k objects each side.
 
-``bench_waymo_eval()`` returns rows for ``tools/benchmark.py``; ``python -m perception.eval._bench_waymo``
+``bench_waymo_eval()`` returns rows for ``tools/benchmark.py``; ``python -m benchmarks.waymo_metric``
 prints them. The objects are generated here (:func:`synthetic_objects`): 1,000 frames of about 40
 ground-truth boxes each (Waymo's class mix, up to 75 m away, lidar point counts falling with range,
 so some boxes are LEVEL_2 and a few have no points) and about 40 predictions per frame (jittered copies

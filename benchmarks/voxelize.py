@@ -1,6 +1,6 @@
 """Benchmark of hard voxelization: our numba kernel against spconv's C++ ``PointToVoxel`` on the CPU.
 
-``bench_voxelize()`` returns rows for ``tools/benchmark.py``; ``python -m perception.ops._bench_voxelize``
+``bench_voxelize()`` returns rows for ``tools/benchmark.py``; ``python -m benchmarks.voxelize``
 prints them. Both run at one thread (``torch.set_num_threads(1)``; spconv's CPU ``PointToVoxel`` is a
 serial loop over the points with a dense cell table that it allocates once, in its constructor, so
 its construction is left out of its time, as a user would build it once). Each case first checks that
@@ -10,15 +10,14 @@ on CPU tensors, and ``dynamic_voxelize`` + ``scatter_mean`` of the points. Takes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from perception.benchmarking import time_in_turns
+from benchmarks import REPO
+from benchmarks.timing import time_in_turns
 from perception.ops import voxelize as vx
 
-KITTI_VELODYNE = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti" / "training" / "velodyne"
+KITTI_VELODYNE = REPO.parent / "shared" / "data" / "kitti" / "training" / "velodyne"
 
 # (name, voxel_size, point_cloud_range, max_points_per_voxel, max_voxels)
 KITTI_VOXEL = ("voxel 0.05×0.05×0.1, P=5, 40k", [0.05, 0.05, 0.1], [0, -40, -3, 70.4, 40, 1], 5, 40000)

@@ -26,7 +26,7 @@ to spconv's forward time with ``speedup`` None and say why in ``peer``. Upstream
 call with ``if features.is_cuda`` as ``indice_conv`` does.
 
 Our forward output is checked against spconv's (``agrees``). Called from ``tools/benchmark.py``;
-runnable alone with ``python -m perception.ops._bench_sparse``.
+runnable alone with ``python -m benchmarks.sparse``.
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.benchmarking import time_in_turns
+from benchmarks import REPO
+from benchmarks.timing import time_in_turns
 from perception.ops._sparse_kernels import sparse_conv
 from perception.ops._sparse_rules import Rulebook, build_strided, build_submanifold
 
 __all__ = ["bench_sparse", "kitti_voxels"]
 
-KITTI_SCAN = Path(__file__).resolve().parents[2].parent / "shared/data/kitti/training/velodyne/000000.bin"
+KITTI_SCAN = REPO.parent / "shared/data/kitti/training/velodyne/000000.bin"
 VOXEL = np.array([0.05, 0.05, 0.1])
 RANGE = np.array([0.0, -40.0, -3.0, 70.4, 40.0, 1.0])
 PATCH_NOTE = "fwd+bwd; backward run via a run-time patch: ops.get_current_stream -> 0 on CPU"
@@ -219,14 +220,20 @@ class _SpconvPeer:
         cmd = [
             sys.executable,
             "-m",
-            "perception.ops._bench_sparse",
+            "benchmarks.sparse",
             "--spconv-child",
             str(tmp / "in.npz"),
             str(tmp),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self._proc = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        self._proc = subprocess.Popen(  # cwd: `-m benchmarks.sparse` resolves from the repository root
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         line = self._proc.stdout.readline()
         if not line:

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from perception.benchmarking import time_in_turns
+from benchmarks import REPO
+from benchmarks.timing import time_in_turns
 
 __all__ = ["bench_detector", "build_detector"]
 
-REPO = Path(__file__).resolve().parents[2]
 KITTI = REPO.parent / "shared" / "data" / "kitti"
 BUDGET_S = 0.5
 

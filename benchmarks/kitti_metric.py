@@ -1,6 +1,6 @@
 """Benchmark of the KITTI evaluation on a synthetic validation split of KITTI's size.
 
-``bench_kitti_eval()`` returns rows for ``tools/benchmark.py``; ``python -m perception.eval._bench_kitti``
+``bench_kitti_eval()`` returns rows for ``tools/benchmark.py``; ``python -m benchmarks.kitti_metric``
 prints them. The labels are generated here (:func:`synthetic_labels`): 3,769 frames with about 14 k
 ground-truth lines (DontCare included, class mix and difficulty spread like KITTI's) and about 100 k
 detections (jittered copies of the ground truth, duplicates and random false positives, with

@@ -1,10 +1,10 @@
 """Benchmark of the Waymo conversion (v1 TFRecord → per-frame .npz) on full-size synthetic frames.
 
-``bench_waymo_convert()`` returns rows for ``tools/benchmark.py``; ``python -m perception.data._bench_waymo``
+``bench_waymo_convert()`` returns rows for ``tools/benchmark.py``; ``python -m benchmarks.waymo_conversion``
 prints them. ``frames`` synthetic frames of a real frame's size
-(:func:`~perception.data.waymo.make_synthetic_frame`: TOP 64 × 2650 with a per-pixel pose, four
+(:func:`tests.support.waymo_synthetic.make_synthetic_frame`: TOP 64 × 2650 with a per-pixel pose, four
 200 × 600 lidars, both returns, about 200 k points) are written to one temporary TFRecord, and
-:func:`~perception.data.waymo_converted.convert_segment` converts that segment in this process
+:func:`~perception.data.waymo.convert.convert_segment` converts that segment in this process
 (record framing and CRCs, proto parsing, zlib, range image → points, the .npz written) into a fresh
 folder each repeat. Speed is frames per CPU second of this process (all its threads: the per-core
 figure), beside the issue's target of 3 frames/s per core; the wall-clock rate is reported too.
@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.data.waymo import make_synthetic_frame, read_frames, write_records
-from perception.data.waymo_converted import convert_segment, load_frame_arrays, model_points
+from perception.data.waymo import read_frames, write_records
+from perception.data.waymo.convert import convert_segment
+from perception.data.waymo.converted import load_frame_arrays, model_points
+from tests.support.waymo_synthetic import make_synthetic_frame
 
 TARGET_FRAMES_PER_CORE_SECOND = 3.0
 """The issue's target: 3 frames/s per core."""

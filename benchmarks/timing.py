@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks (``tools/benchmark.py`` and ``perception/*/_bench_*.py``)."""
+"""Timing helpers shared by the benchmarks (``tools/benchmark.py`` and ``benchmarks/*.py``)."""
 
 from __future__ import annotations
 

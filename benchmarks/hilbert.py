@@ -3,7 +3,7 @@
 Peers: a straightforward numba port of Skilling's transform (written here, one point at a time)
 and ``numpy-hilbert-curve`` (PyPI, module ``hilbert``; skipped with a note if not installed).
 Slow peers run on a prefix of the same random coordinates. Every peer's codes are checked against
-ours. Called from ``tools/benchmark.py``; runnable alone with ``python -m perception.ops._bench_hilbert``.
+ours. Called from ``tools/benchmark.py``; runnable alone with ``python -m benchmarks.hilbert``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from perception.benchmarking import best_seconds
+from benchmarks.timing import best_seconds
 from perception.ops import hilbert
 
 __all__ = ["bench_hilbert"]

@@ -1,4 +1,5 @@
-"""Speed of the generator: simulation alone, and end to end with file writing."""
+"""Speed of the synthetic LiDAR generator (:mod:`perception.data.synthetic`): simulation alone, and end to
+end with file writing."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Benchmark of rotated BEV IoU: our numba kernel and our torch kernel (on CPU) against shapely 2.
 
-``bench_iou()`` returns rows for ``tools/benchmark.py``; ``python -m perception.ops._bench_iou`` prints them.
+``bench_iou()`` returns rows for ``tools/benchmark.py``; ``python -m benchmarks.iou`` prints them.
 Shapely is the peer: its vectorised ``intersection`` over (M, 1) × (1, K) polygon arrays, then ``area``.
 Every case checks that the three agree before timing. Takes about 10 s.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import shapely
 import torch
 
-from perception.benchmarking import median_seconds
+from benchmarks.timing import median_seconds
 from perception.geometry.boxes import boxes_bev_corners
 from perception.ops import iou3d
 from perception.ops.iou3d import boxes_iou_bev, nms_bev
