@@ -1,4 +1,7 @@
-"""Shared fixtures: the real sample data in ../shared/data (skipped with a reason where absent)."""
+"""Shared fixtures: the real sample data shipped in tests/data (see tests/data/README.md).
+
+The files are part of the repository, so a missing one is an error, never a skip.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,30 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
+KITTI_ROOT = TEST_DATA / "kitti"
+WAYMO_RECORD = TEST_DATA / "waymo" / "val_one_frame_labels_only.tfrecord"
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{what} missing at {path}: it ships with the repository (tests/data/README.md); "
+            "restore it with `git checkout -- tests/data`"
+        )
+    return path
 
 
 @pytest.fixture(scope="session")
 def kitti_root() -> Path:
-    root = SHARED_DATA / "kitti"
-    if not (root / "training" / "velodyne").is_dir():
-        pytest.skip(
-            f"real KITTI sample frames not found at {root} (they ship beside the repo in ../shared/data)"
-        )
-    return root
+    """KITTI-layout root with the three real frames 000000-000002 (no ImageSets: every scan is a frame)."""
+    for sub, ext in (("velodyne", "bin"), ("label_2", "txt"), ("calib", "txt"), ("image_2", "png")):
+        for frame_id in ("000000", "000001", "000002"):
+            _require(KITTI_ROOT / "training" / sub / f"{frame_id}.{ext}", "real KITTI sample frame file")
+    return KITTI_ROOT
+
+
+@pytest.fixture(scope="session")
+def waymo_record() -> Path:
+    """The real one-frame Waymo v1 record (labels and calibrations; range images stripped)."""
+    return _require(WAYMO_RECORD, "real Waymo sample record")

@@ -1,4 +1,4 @@
-"""KITTI reader and writer, on the three real frames in ../shared/data/kitti and on broken copies."""
+"""KITTI reader and writer, on the three real frames in tests/data/kitti and on broken copies."""
 
 from __future__ import annotations
 

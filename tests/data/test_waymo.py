@@ -1,8 +1,8 @@
 """Waymo reader without TensorFlow: record framing, protos, range-image geometry, labels, v2 parquet.
 
-The real record (../shared/data/waymo) has its range images stripped, so points are checked on
-synthetic frames: known points on pixel rays, computed here by hand from the official geometry,
-go through the inverse geometry into range images and must come back to ~1 cm.
+The real record (tests/data/waymo, the ``waymo_record`` fixture) has its range images stripped, so
+points are checked on synthetic frames: known points on pixel rays, computed here by hand from the
+official geometry, go through the inverse geometry into range images and must come back to ~1 cm.
 """
 
 from __future__ import annotations
@@ -43,21 +43,7 @@ from perception.data.waymo import (
     write_records,
 )
 
-REAL = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "data"
-    / "waymo"
-    / "val_one_frame_labels_only.tfrecord"
-)
 CONTEXT = "1071392229495085036_1844_790_1864_790"
-
-
-@pytest.fixture(scope="module")
-def real_record() -> Path:
-    if not REAL.is_file():
-        pytest.skip(f"real Waymo record not found at {REAL} (it ships beside the repo in ../shared/data)")
-    return REAL
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,9 +145,9 @@ def small_synthetic():
 # the real record
 
 
-def test_real_record_framing(real_record: Path):
-    data = real_record.read_bytes()
-    payloads = list(read_records(real_record))
+def test_real_record_framing(waymo_record: Path):
+    data = waymo_record.read_bytes()
+    payloads = list(read_records(waymo_record))
     assert len(payloads) == 1
     length = int.from_bytes(data[:8], "little")
     assert len(data) == 12 + length + 4 == 12 + len(payloads[0]) + 4
@@ -169,14 +155,14 @@ def test_real_record_framing(real_record: Path):
     assert masked_crc32c(payloads[0]) == int.from_bytes(data[-4:], "little")
 
 
-def test_write_records_reproduces_the_real_file(real_record: Path, tmp_path: Path):
-    payload = next(read_records(real_record))
+def test_write_records_reproduces_the_real_file(waymo_record: Path, tmp_path: Path):
+    payload = next(read_records(waymo_record))
     out = write_records(tmp_path / "copy.tfrecord", [payload])
-    assert out.read_bytes() == real_record.read_bytes()
+    assert out.read_bytes() == waymo_record.read_bytes()
 
 
-def test_real_frame_protos_keep_every_byte(real_record: Path):
-    payload = next(read_records(real_record))
+def test_real_frame_protos_keep_every_byte(waymo_record: Path):
+    payload = next(read_records(waymo_record))
     frame = wpb.Frame.FromString(payload)
     assert frame.context.name == CONTEXT
     assert len(frame.context.camera_calibrations) == 5
@@ -186,8 +172,8 @@ def test_real_frame_protos_keep_every_byte(real_record: Path):
     assert wpb.Frame.FromString(frame.SerializeToString()) == frame
 
 
-def test_real_frame(real_record: Path):
-    frames = list(read_frames(real_record))
+def test_real_frame(waymo_record: Path):
+    frames = list(read_frames(waymo_record))
     assert len(frames) == 1
     f = frames[0]
     assert isinstance(f, WaymoFrame)
@@ -224,7 +210,7 @@ def test_real_frame(real_record: Path):
     assert np.all((f.boxes[:, 6] >= -np.pi) & (f.boxes[:, 6] < np.pi))
     assert np.all(f.boxes[:, 3:6] > 0)
     assert set(f.difficulty.tolist()) <= {1, 2}
-    raw = wpb.Frame.FromString(next(read_records(real_record))).laser_labels
+    raw = wpb.Frame.FromString(next(read_records(waymo_record))).laser_labels
     for i, label in enumerate(raw):
         assert f.ids[i] == label.id
         assert f.boxes[i, 3] == pytest.approx(label.box.length) and f.boxes[i, 4] == pytest.approx(
@@ -238,8 +224,8 @@ def test_real_frame(real_record: Path):
     assert len(set(f.ids.tolist())) == 18
 
 
-def test_corrupt_byte_raises_crc_error_with_file_and_offset(real_record: Path, tmp_path: Path):
-    data = bytearray(real_record.read_bytes())
+def test_corrupt_byte_raises_crc_error_with_file_and_offset(waymo_record: Path, tmp_path: Path):
+    data = bytearray(waymo_record.read_bytes())
     # two records, the second corrupted in its payload
     path = write_records(tmp_path / "two.tfrecord", [bytes(data[12:-4]), bytes(data[12:-4])])
     broken = bytearray(path.read_bytes())
@@ -264,8 +250,8 @@ def test_corrupt_byte_raises_crc_error_with_file_and_offset(real_record: Path, t
 
 
 @pytest.mark.parametrize("keep", [5, 12, 500, -1])
-def test_truncated_file_raises(real_record: Path, tmp_path: Path, keep: int):
-    data = real_record.read_bytes()
+def test_truncated_file_raises(waymo_record: Path, tmp_path: Path, keep: int):
+    data = waymo_record.read_bytes()
     bad = tmp_path / "truncated.tfrecord"
     bad.write_bytes(data[:keep])
     with pytest.raises(WaymoFormatError, match="truncated") as err:
