@@ -139,14 +139,20 @@ def test_refiner_learns_to_correct_jittered_boxes() -> None:
         fc_channels=(128, 128),
         gt_jitter_copies=8,
     )
+    # A cosine decay to lr 0 makes the end point insensitive to the training noise (random jitter and
+    # pooling): over training seeds 0-9 the mean IoU after refinement lies in 0.78-0.83 against the bar's
+    # 0.66, where a constant lr for 150 steps gave 0.66-0.79 over seeds 0-4 (seed 0 under the bar).
+    steps = 200
     optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     no_detections = [Detections(torch.zeros(0, 7), torch.zeros(0), torch.zeros(0, dtype=torch.long))] * 2
     history = []
-    for _ in range(150):
+    for _ in range(steps):
         losses = head.loss(batch.points, batch.batch_index, no_detections, batch.boxes, batch.labels)
         optimizer.zero_grad()
         losses["loss_refine"].backward()
         optimizer.step()
+        schedule.step()
         history.append(float(losses["loss_refine_box"]))
     assert np.mean(history[-10:]) < np.mean(history[:10]) / 2, (history[:10], history[-10:])
     head.eval()
