@@ -20,10 +20,42 @@ from perception.data.waymo import WaymoFormatError
 from perception.tasks.detection import DetectionTask
 from perception.viz.wandb import WandbDetectionLogger
 
-__all__ = ["CONFIG_DIR", "DetectionCLI", "resolve_config_args"]
+__all__ = ["CONFIG_DIR", "DATA_ERRORS", "ConfigError", "DetectionCLI", "error_message", "resolve_config_args"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class ConfigError(ValueError):
+    """Two places of a config disagree (the message names both)."""
+
+
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    FileNotFoundError,
+    KittiFormatError,
+    WaymoFormatError,
+    ConfigError,
+)
+"""The errors a tool reports as one line and exit status 2: missing data or config, malformed files."""
+
+
+def error_message(err: BaseException) -> str:
+    """``err``'s message as a user should read it: one line naming the file and the problem.
+
+    An error raised in a DataLoader worker reaches the main process with the worker's traceback in
+    its message ("Caught KittiFormatError in DataLoader worker process 0. Original Traceback ...");
+    this gives back the original one-line message.
+    """
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        prefix = f"{type(err).__name__}: "
+        text = last[len(prefix) :] if last.startswith(prefix) else last.split(": ", 1)[-1]
+    return text.strip()
+
+
+def _close(a, b, tol: float = 1e-6) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b, strict=True))
 
 
 def resolve_config_args(argv: list[str], default_subcommand: str = "fit") -> list[str]:
@@ -84,11 +116,36 @@ class DetectionCLI(LightningCLI):
         )
         super().__init__(DetectionTask, DetectionDataModule, *args, **kwargs)
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        check_config(self.model, self.datamodule)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.class_names", "model.class_names")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": "val/loss", "checkpoint.save_last": True, "checkpoint.filename": "best"}
+        )
+
+
+def check_config(task: DetectionTask, datamodule: DetectionDataModule) -> None:
+    """Values a config names in two sections must agree: the data's point-cloud range (its range
+    filter) and the encoder's grid (class names are linked, and the model checks its own parts).
+
+    Raises:
+        ConfigError: naming both config keys and their values.
+    """
+    encoder = getattr(task.model, "encoder", None)
+    ranges = getattr(encoder, "point_cloud_range", None)
+    if ranges is not None and not _close(datamodule.point_cloud_range, ranges):
+        raise ConfigError(
+            f"data.point_cloud_range {list(datamodule.point_cloud_range)} differs from "
+            f"model.model.init_args.encoder.init_args.point_cloud_range {list(ranges)}: the range filter "
+            "would drop points the model's grid covers, or keep points outside it"
+        )
+    if list(datamodule.class_names) != list(task.class_names):
+        raise ConfigError(
+            f"data.class_names {list(datamodule.class_names)} differ from model.class_names {task.class_names}"
         )
 
 
@@ -108,6 +165,6 @@ def main(argv: list[str] | None = None) -> None:
             DetectionCLI()
         else:
             DetectionCLI(args=args)
-    except (FileNotFoundError, KittiFormatError, WaymoFormatError) as err:
-        print(f"train: error: {err}", file=sys.stderr)
+    except DATA_ERRORS as err:
+        print(f"train: error: {error_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -93,11 +93,15 @@ def train(args: argparse.Namespace) -> dict:
     """
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     from perception.cli import DetectionCLI, resolve_config_args
+    from perception.eval.detection import KittiEvaluator
 
     overrides = ["--data.root", str(args.data), "--data.database", str(args.data / "gt_database"),
                  "--trainer.default_root_dir", str(args.run_dir),
                  "--trainer.logger.init_args.save_dir", str(args.run_dir),
-                 "--model.val_predictions_dir", str(args.run_dir / "predictions" / "val")]  # fmt: skip
+                 "--trainer.callbacks", json.dumps([{  # the final validation's result files
+                     "class_path": "perception.tasks.writers.KittiResultWriter",
+                     "init_args": {"output_dir": str(args.run_dir / "predictions" / "val"), "on_validation": True},
+                 }])]  # fmt: skip
     if args.epochs is not None:
         overrides += ["--trainer.max_epochs", str(args.epochs)]
     if args.max_time:
@@ -110,7 +114,7 @@ def train(args: argparse.Namespace) -> dict:
     checkpoint = cli.trainer.checkpoint_callback
     return {
         "metrics": dict(cli.model.last_metrics),
-        "classes": list(cli.model.kitti_ap.classes),
+        "classes": [c for e in cli.model.evaluators if isinstance(e, KittiEvaluator) for c in e.scored_classes],
         "seconds": seconds,
         "epochs": cli.trainer.current_epoch,
         "steps": cli.trainer.global_step,

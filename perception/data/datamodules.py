@@ -101,8 +101,12 @@ class DetectionDataModule(L.LightningDataModule):
         point_cloud_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]`` metres, for the default
             transforms' range filter.
         train_split, val_split: ImageSets names.
+        test_split: ImageSets name for ``test_dataloader`` (``trainer.test``; default: ``val_split``).
         predict_split: ImageSets name for ``predict_dataloader`` (default: ``val_split``).
         predict_split_folder: its folder (``testing`` for the KITTI test set; default ``split_folder``).
+        predict_frame_ids: predict exactly these frames (KITTI ids ``000123``; converted-Waymo keys
+            ``<context_name>/<timestamp_micros>``) of ``predict_split_folder`` (Waymo: of the folder
+            ``predict_split``) instead of a split file's.
         train_transforms: the training pipeline; None gives :func:`default_train_transforms`.
         val_transforms: validation / prediction pipeline; None gives :func:`default_val_transforms`.
         database: ground-truth database folder (e.g. ``data/synthetic/gt_database``). Used by the
@@ -119,8 +123,8 @@ class DetectionDataModule(L.LightningDataModule):
         split_folder: ``training``.
         dataset: ``"kitti"`` (a KITTI-layout root: :class:`~perception.data.datasets.KittiDetectionDataset`)
             or ``"waymo"`` (``tools/convert_waymo.py``'s output:
-            :class:`~perception.data.waymo_converted.WaymoDetectionDataset`; no camera filter, the
-            database built with :func:`~perception.data.waymo_converted.build_waymo_gt_database`).
+            :class:`~perception.data.waymo.dataset.WaymoDetectionDataset`; no camera filter, the
+            database built with :func:`~perception.data.waymo.database.build_waymo_gt_database`).
     """
 
     def __init__(
@@ -130,8 +134,10 @@ class DetectionDataModule(L.LightningDataModule):
         point_cloud_range: Sequence[float] = KITTI_RANGE,
         train_split: str = "train",
         val_split: str = "val",
+        test_split: str | None = None,
         predict_split: str | None = None,
         predict_split_folder: str | None = None,
+        predict_frame_ids: list[str] | None = None,
         train_transforms: list[Transform] | None = None,
         val_transforms: list[Transform] | None = None,
         database: str | None = None,
@@ -159,7 +165,9 @@ class DetectionDataModule(L.LightningDataModule):
         self.class_names = tuple(class_names)
         self.point_cloud_range = tuple(float(v) for v in point_cloud_range)
         self.train_split, self.val_split = train_split, val_split
+        self.test_split = test_split or val_split
         self.predict_split = predict_split or val_split
+        self.predict_frame_ids = None if predict_frame_ids is None else [str(f) for f in predict_frame_ids]
         self.predict_split_folder = predict_split_folder or split_folder
         self.database = database
         self.train_transforms = (
@@ -182,15 +190,24 @@ class DetectionDataModule(L.LightningDataModule):
         self.split_folder = split_folder
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
         self.predict_set: Dataset | None = None
         self._epoch = 0
         self._train_sampler: EpochSampler | None = None
 
-    def _dataset(self, split: str, transforms: list[Transform], folder: str | None = None):
+    def _dataset(
+        self,
+        split: str,
+        transforms: list[Transform],
+        folder: str | None = None,
+        frame_ids: list[str] | None = None,
+    ):
         if self.dataset == "waymo":
-            from perception.data.waymo_converted import WaymoDetectionDataset
+            from perception.data.waymo.dataset import WaymoDetectionDataset
 
-            return WaymoDetectionDataset(self.root, split, self.class_names, transforms, seed=self.seed)
+            return WaymoDetectionDataset(
+                self.root, split, self.class_names, transforms, seed=self.seed, frame_ids=frame_ids
+            )
         return KittiDetectionDataset(
             self.root,
             split,
@@ -198,6 +215,7 @@ class DetectionDataModule(L.LightningDataModule):
             transforms,
             seed=self.seed,
             split_folder=folder or self.split_folder,
+            frame_ids=frame_ids,
         )
 
     def prepare_data(self) -> None:
@@ -205,7 +223,7 @@ class DetectionDataModule(L.LightningDataModule):
         if self.database is not None and not (Path(self.database) / INDEX_NAME).is_file():
             self._dataset(self.train_split, [])  # a missing root fails here with the helpful message
             if self.dataset == "waymo":
-                from perception.data.waymo_converted import build_waymo_gt_database
+                from perception.data.waymo.database import build_waymo_gt_database
 
                 build_waymo_gt_database(
                     self.root, self.train_split, self.database, self.class_names, val_split=self.val_split
@@ -227,9 +245,11 @@ class DetectionDataModule(L.LightningDataModule):
             self.train_set = self._dataset(self.train_split, self.train_transforms)
         if stage in (None, "fit", "validate"):
             self.val_set = self._dataset(self.val_split, self.val_transforms)
+        if stage in (None, "test"):
+            self.test_set = self._dataset(self.test_split, self.val_transforms)
         if stage in (None, "predict"):
             self.predict_set = self._dataset(
-                self.predict_split, self.val_transforms, self.predict_split_folder
+                self.predict_split, self.val_transforms, self.predict_split_folder, self.predict_frame_ids
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -281,6 +301,12 @@ class DetectionDataModule(L.LightningDataModule):
             self.setup("validate")
         assert self.val_set is not None
         return self._loader(self.val_set, self.val_batch_size, None)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            self.setup("test")
+        assert self.test_set is not None
+        return self._loader(self.test_set, self.val_batch_size, None)
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_set is None:

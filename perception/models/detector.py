@@ -28,6 +28,11 @@ from perception.structures import Batch, Detections
 __all__ = ["Detector"]
 
 
+def _same(a, b, tol: float = 1e-6) -> bool:
+    """Whether two sequences of numbers are equal up to ``tol`` (config values written twice)."""
+    return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b, strict=True))
+
+
 class Detector(nn.Module):
     """encoder → backbone_3d → backbone_2d → head.
 
@@ -57,6 +62,13 @@ class Detector(nn.Module):
         self.backbone_2d = backbone_2d
         self.head = head
         self.refiner = refiner
+        for name in ("point_cloud_range", "voxel_size"):
+            ours, heads = getattr(encoder, name, None), getattr(head, name, None)
+            if ours is not None and heads is not None and not _same(ours, heads):
+                raise ValueError(
+                    f"the encoder's {name} {list(ours)} (model.model.init_args.encoder.init_args.{name}) "
+                    f"differs from the head's {list(heads)} (model.model.init_args.head.init_args.{name})"
+                )
         if refiner is not None and refiner.num_classes != head.num_classes:
             raise ValueError(
                 f"refiner has {refiner.num_classes} classes but the head {head.num_classes} ({head.class_names})"

@@ -9,7 +9,7 @@ import torch
 __all__ = ["Detections"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Detections:
     """The detections of one sample, by descending score.
 

@@ -1,90 +1,83 @@
 """``DetectionTask``: the LightningModule that trains and evaluates a 3D detector.
 
-The model (:class:`perception.models.detector.Detector`) knows nothing of trainers; the task owns the
-optimiser and schedule (AdamW + one-cycle), logging, the KITTI metric on validation, and writing
-KITTI result files when predicting.
+The model (:class:`perception.models.Detector`) knows nothing of trainers; the task owns the
+optimiser and schedule (AdamW + one-cycle) and logging. Metrics are plug-ins
+(:class:`~perception.eval.detection.Evaluator`: KITTI AP, Waymo mAP/mAPH) given by ``class_path``;
+files are written by prediction-writer callbacks (:mod:`perception.tasks.writers`). Every step that
+predicts returns its detections (one :class:`~perception.structures.Detections` per sample), so
+callbacks reuse them instead of running the model again.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 
-from perception.data.kitti import KittiObjects, as_written, objects_from_lidar_boxes, write_label
-from perception.data.sample import Batch
-from perception.eval.kitti import KittiAP
-from perception.eval.waymo import WaymoAP, write_objects
-from perception.models.detector import Detector
+from perception.eval.detection import Evaluator
+from perception.models import Detector
+from perception.structures import Batch, Detections
 
 __all__ = ["DetectionTask"]
 
 log = logging.getLogger(__name__)
 
-# The KITTI metric's headline numbers, logged every validation (all keys go to the JSON report).
-HEADLINE = ("3d/easy_R40", "3d/moderate_R40", "3d/hard_R40", "bev/moderate_R40")
-
 
 class DetectionTask(L.LightningModule):
-    """Train, validate and predict with a :class:`Detector`.
+    """Train, validate, test and predict with a :class:`~perception.models.Detector`.
 
     Args:
-        model: the detector (encoder → backbones → head).
-        class_names: training classes, in label order (their KITTI spellings).
+        model: the detector (encoder → backbones → head → optional refinement stage).
+        class_names: training classes, in label order, spelled as the dataset spells them (linked
+            from ``data.class_names`` in configs); must equal the head's ``class_names``.
+        evaluators: metrics run on validation and test (e.g.
+            :class:`~perception.eval.detection.KittiEvaluator`,
+            :class:`~perception.eval.detection.WaymoEvaluator`); none by default (the loss only).
         lr: peak learning rate of the one-cycle schedule.
         weight_decay: AdamW weight decay.
         pct_start: share of the steps spent warming up.
         div_factor: initial lr = lr / div_factor; final lr = initial / 1e4 (one-cycle defaults).
-        evaluate_kitti: run the KITTI AP on validation (needs each sample's ``meta["calib"]`` and
-            ``meta["gt_objects"]``, as the KITTI datasets provide).
-        evaluate_waymo: run the Waymo mAP / mAPH on validation (needs ``meta["gt_objects"]`` with
-            ``boxes``, ``names``, ``difficulty``, ``num_lidar_points`` and ``meta["frame_key"]``, as
-            the converted-Waymo dataset provides; class names are Waymo's: VEHICLE, PEDESTRIAN, ...).
-        waymo_submission: where ``predict`` writes the predictions as a Waymo submission file (one
-            serialized ``metrics.Objects``, written atomically at the end of the epoch).
-        predictions_dir: where ``predict`` writes KITTI result files (one per frame).
-        val_predictions_dir: where validation writes the KITTI result files of the frames it
-            scores (one per frame, rewritten each validation: after a fit the folder holds the
-            final validation's predictions, exactly what the metric saw); None for none.
         compile: run the model's forward through ``torch.compile`` (the weights and checkpoints are
             the same either way); off by default.
+
+    After each validation (test) epoch, ``last_metrics`` holds every evaluator's results (flat keys,
+    e.g. ``Car_3d/moderate_R40``, ``VEHICLE_LEVEL_2/mAPH``) and ``last_curves`` their precision–recall
+    curves where they keep them; the headline keys are logged as ``val/<key>`` (``test/<key>``).
     """
 
     def __init__(
         self,
         model: Detector,
         class_names: list[str],
+        evaluators: Sequence[Evaluator] | None = None,
         lr: float = 3e-3,
         weight_decay: float = 0.01,
         pct_start: float = 0.4,
         div_factor: float = 10.0,
-        evaluate_kitti: bool = True,
-        evaluate_waymo: bool = False,
-        waymo_submission: str | None = None,
-        predictions_dir: str | None = None,
-        val_predictions_dir: str | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "evaluators"])
+        head_classes = list(getattr(model.head, "class_names", class_names))
+        if list(class_names) != head_classes:
+            raise ValueError(
+                f"class names disagree: the task's (model.class_names, linked from data.class_names) are "
+                f"{list(class_names)} but the head's (model.model.init_args.head.init_args.class_names) "
+                f"are {head_classes}"
+            )
         self.model = model
         # not a submodule: the compiled wrapper shares the weights, so the state dict stays the model's
         object.__setattr__(self, "_forward_model", torch.compile(model) if compile else model)
         self.class_names = list(class_names)
-        self.kitti_ap = KittiAP(
-            classes=[c for c in self.class_names if c in ("Car", "Pedestrian", "Cyclist")]
-        )
-        self.waymo_ap = WaymoAP(
-            classes=[c for c in self.class_names if c in ("VEHICLE", "PEDESTRIAN", "CYCLIST", "SIGN")]
-            or ["VEHICLE"]
-        )
+        self.evaluators = nn.ModuleList(evaluators or [])
+        for evaluator in self.evaluators:
+            evaluator.bind(self.class_names)
         self.last_metrics: dict[str, float] = {}
-        self.last_curves: dict[str, np.ndarray] = {}  # KITTI precision at recall 0, 1/40, ..., 1
-        self._submission: dict = {}
+        self.last_curves: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------------ steps
 
@@ -101,70 +94,43 @@ class DetectionTask(L.LightningModule):
         self.log("loss", losses["loss"].detach(), prog_bar=True, batch_size=batch.batch_size, logger=False)
         return losses["loss"]
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def _evaluation_step(self, batch: Batch, stage: str) -> list[Detections]:
         output = self(batch)
         losses = self.model.loss(output, batch)
-        self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
-        detections = None
-        if self.hparams.evaluate_waymo:
-            detections = self.model.predict(output, batch)
-            self.waymo_ap.update(self._waymo_predictions(detections), [m["gt_objects"] for m in batch.meta])
-        if self.hparams.evaluate_kitti or self.hparams.val_predictions_dir:
-            detections = detections if detections is not None else self.model.predict(output, batch)
-            rows = self._kitti_predictions(detections, batch)
-            if self.hparams.evaluate_kitti:
-                self.kitti_ap.update(rows, [m["gt_objects"] for m in batch.meta])
-            if self.hparams.val_predictions_dir and not self.trainer.sanity_checking:
-                self._write(Path(self.hparams.val_predictions_dir), batch.frame_ids, rows)
+        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
+        detections = self.model.predict(output, batch)
+        for evaluator in self.evaluators:
+            evaluator.update(detections, batch)
+        return detections
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> list[Detections]:
+        """The batch's detections (callbacks such as the result writer and W&B reuse them)."""
+        return self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> list[Detections]:
+        return self._evaluation_step(batch, "test")
+
+    def _evaluation_epoch_end(self, stage: str) -> None:
+        metrics: dict[str, float] = {}
+        curves: dict[str, np.ndarray] = {}
+        for evaluator in self.evaluators:
+            results = evaluator.compute()
+            curves.update(evaluator.curves())
+            evaluator.reset()
+            metrics.update(results)
+            for key, value in evaluator.headline(results).items():
+                self.log(f"{stage}/{key}", value, prog_bar=key == evaluator.progress_key, sync_dist=False)
+        self.last_metrics, self.last_curves = metrics, curves
 
     def on_validation_epoch_end(self) -> None:
-        if self.hparams.evaluate_waymo:
-            results = self.waymo_ap.compute()
-            self.waymo_ap.reset()
-            self.last_metrics = {f"{k}/{m}": v for k, r in results.items() for m, v in r.items()}
-            for key, result in results.items():
-                if "RANGE" not in key:
-                    self.log(f"val/{key}/mAPH", result["mAPH"], prog_bar=key == "VEHICLE_LEVEL_2")
-                    self.log(f"val/{key}/mAP", result["mAP"])
-        if not self.hparams.evaluate_kitti:
-            return
-        metrics = self.kitti_ap.compute()
-        self.last_curves = dict(self.kitti_ap.last_curves)
-        self.kitti_ap.reset()
-        self.last_metrics = metrics
-        for name in self.kitti_ap.classes:
-            for key in HEADLINE:
-                value = metrics.get(f"{name}_{key}", math.nan)
-                if not math.isnan(value):
-                    self.log(f"val/{name}_{key}", value, prog_bar=key == "3d/moderate_R40", sync_dist=False)
+        self._evaluation_epoch_end("val")
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> list:
-        detections = self.model.predict(self(batch), batch)
-        if self.hparams.waymo_submission:
-            for det, meta in zip(self._waymo_predictions(detections), batch.meta, strict=True):
-                self._submission[tuple(meta["frame_key"])] = det
-        if "calib" not in (batch.meta[0] if batch.meta else {}):
-            return self._waymo_predictions(detections)
-        objects = self._kitti_predictions(detections, batch)
-        if self.hparams.predictions_dir:
-            self._write(Path(self.hparams.predictions_dir), batch.frame_ids, objects)
-        return objects
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_epoch_end("test")
 
-    def on_predict_epoch_start(self) -> None:
-        self._submission = {}
-
-    def on_predict_epoch_end(self) -> None:
-        if self.hparams.waymo_submission:
-            write_objects(self.hparams.waymo_submission, self._submission)
-            log.info(
-                "wrote %d frames of predictions to %s", len(self._submission), self.hparams.waymo_submission
-            )
-
-    @staticmethod
-    def _write(folder: Path, frame_ids: list[str], objects: list[KittiObjects]) -> None:
-        """One KITTI result file per frame in ``folder`` (atomic writes)."""
-        for frame_id, frame_objects in zip(frame_ids, objects, strict=True):
-            write_label(folder / f"{frame_id}.txt", frame_objects, fsync=False)
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[Detections]:
+        """One :class:`~perception.structures.Detections` per sample (writers turn them into files)."""
+        return self.model.predict(self(batch), batch)
 
     # ------------------------------------------------------------------------------------ optimiser
 
@@ -181,41 +147,3 @@ class DetectionTask(L.LightningModule):
             anneal_strategy="cos",
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    # -------------------------------------------------------------------------------------- helpers
-
-    def _waymo_predictions(self, detections) -> list[dict]:
-        """Detections as the Waymo metric's per-frame predictions (vehicle frame, class names as types)."""
-        names = np.asarray(self.class_names)
-        return [
-            {
-                "boxes": det.boxes.detach().double().cpu().numpy(),
-                "types": names[det.labels.detach().cpu().numpy()] if len(det) else np.zeros(0, "<U16"),
-                "scores": det.scores.detach().float().cpu().numpy(),
-            }
-            for det in detections
-        ]
-
-    def _kitti_predictions(self, detections, batch: Batch) -> list[KittiObjects]:
-        """Detections as KITTI result rows (camera boxes, projected 2D boxes, alpha, scores) per frame.
-
-        The metric and the result files see exactly the same rows: values rounded as the files
-        hold them (:func:`~perception.data.kitti.as_written`), so ``tools/eval.py`` on the written
-        files reproduces the validation AP.
-        """
-        names = np.asarray(self.class_names)
-        rows = []
-        for det, meta in zip(detections, batch.meta, strict=True):
-            labels = det.labels.detach().cpu().numpy()
-            rows.append(
-                as_written(
-                    objects_from_lidar_boxes(
-                        det.boxes.detach().double().cpu().numpy(),
-                        names[labels] if len(labels) else np.zeros(0, dtype="<U16"),
-                        meta["calib"],
-                        scores=det.scores.detach().float().cpu().numpy(),
-                        image_shape=meta.get("image_shape") or (375, 1242),
-                    )
-                )
-            )
-        return rows

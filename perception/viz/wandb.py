@@ -4,8 +4,8 @@
   batch's first sample as a ``wandb.Object3D`` (type ``lidar/beta``: subsampled points in their scene
   colours, ground-truth boxes in :data:`~perception.viz.scene.GT_COLOUR` and predictions in
   :data:`~perception.viz.scene.PRED_COLOUR` with label, colour and score, and heading vectors) and a
-  bird's-eye ``wandb.Image``; after each validation it logs the task's ``last_metrics`` (the KITTI AP
-  of :class:`~perception.tasks.detection.DetectionTask`) as a ``wandb.Table`` and its ``last_curves``
+  bird's-eye ``wandb.Image``; after each validation it logs the task's ``last_metrics`` (its
+  evaluators' results, e.g. the KITTI AP) as a ``wandb.Table`` and its ``last_curves``
   as precision–recall plots (3D and BEV, every class and difficulty). With any logger but a
   ``WandbLogger`` it does nothing.
 - :func:`wandb_logger`: a ``WandbLogger`` that runs offline (``WANDB_MODE=offline``: files under
@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from numpy.typing import NDArray
@@ -144,9 +143,9 @@ class WandbDetectionLogger(Callback):
         log_metrics: log ``pl_module.last_metrics`` as a table after each validation.
         prefix: key prefix (``val/scene3d``, ``val/bev``, ``val/kitti_metrics``).
 
-    Detections come from ``pl_module.model.predict(pl_module.model(batch), batch)`` recomputed under
-    ``torch.no_grad`` in ``on_validation_batch_end`` (the task's ``validation_step`` returns nothing),
-    with the task's class names (``pl_module.class_names``) naming the labels.
+    Detections are what the task's ``validation_step`` returned for the batch (one
+    :class:`~perception.structures.Detections` per sample; the model is not run again), named by
+    the task's class names (``pl_module.class_names``).
     """
 
     def __init__(
@@ -202,7 +201,7 @@ class WandbDetectionLogger(Callback):
         if logger is None:
             return
         try:
-            scene = self._scene(trainer, pl_module, batch)
+            scene = self._scene(pl_module, batch, outputs)
             self._log_scene(logger, scene, trainer.global_step)
         except Exception as err:  # logging must never stop training
             log.warning("WandbDetectionLogger: could not log batch %d: %r", batch_idx, err)
@@ -250,10 +249,11 @@ class WandbDetectionLogger(Callback):
 
     # -------------------------------------------------------------------------------------- helpers
 
-    def _scene(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> Scene:
-        model = pl_module.model
-        with torch.no_grad(), trainer.precision_plugin.forward_context():
-            detections = model.predict(model(batch), batch)
+    def _scene(self, pl_module: L.LightningModule, batch: Any, detections: Any) -> Scene:
+        if not isinstance(detections, (list, tuple)) or len(detections) != batch.batch_size:
+            raise ValueError(
+                f"validation_step returned {type(detections).__name__}, not one Detections per sample"
+            )
         class_names = getattr(pl_module, "class_names", None)
         scene = Scene.from_batch(batch, 0, detections, class_names)
         return scene.with_score_threshold(self.score_threshold)

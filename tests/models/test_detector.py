@@ -186,7 +186,7 @@ def test_compiled_task_trains_and_keeps_the_eager_state_dict() -> None:
     from perception.tasks.detection import DetectionTask
 
     torch.manual_seed(0)
-    task = DetectionTask(pointpillars(), CLASSES, compile=True, evaluate_kitti=False)
+    task = DetectionTask(pointpillars(), CLASSES, compile=True)
     batch = synthetic_batch()
     optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
     losses = []

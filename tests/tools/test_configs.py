@@ -143,7 +143,7 @@ def test_waymo_config_without_data_says_where_files_go_and_how_to_convert(monkey
     data = cli.datamodule
     assert (data.root, data.dataset) == ("data/waymo/converted", "waymo")
     assert data.point_cloud_range == (-75.2, -75.2, -2.0, 75.2, 75.2, 4.0)
-    assert cli.model.hparams.evaluate_waymo and not cli.model.hparams.evaluate_kitti
+    assert [type(e).__name__ for e in cli.model.evaluators] == ["WaymoEvaluator"]
     assert cli.model.model.encoder.in_channels == 5 and cli.model.model.refiner.point_channels == 5
     with pytest.raises(FileNotFoundError) as err:
         data.setup("fit")

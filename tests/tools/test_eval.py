@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import shutil
@@ -46,48 +45,37 @@ def test_missing_data_root_says_where_data_goes(tmp_path, capsys):
     assert "no dataset here" in err and "data/README.md" in err and "make_synthetic.py" in err
 
 
-def test_config_is_found_beside_the_run_or_by_name(tmp_path):
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir(parents=True)
-    with pytest.raises(eval_tool.EvalError, match="pass the training config with --config"):
-        eval_tool.find_config(ckpt, None)
-    (tmp_path / "run" / "config.yaml").write_text("model: {}\n")
-    assert eval_tool.find_config(ckpt, None) == tmp_path / "run" / "config.yaml"
-    assert eval_tool.find_config(ckpt, "pvt_kitti") == CONFIG_DIR / "pvt_kitti.yaml"
-    with pytest.raises(eval_tool.EvalError, match="not found as a path nor in"):
-        eval_tool.find_config(ckpt, "no_such.yaml")
+def test_frames_from_split_file_velodyne_or_list(kitti_root, capsys):
+    assert eval_tool.select_frames(kitti_root, "val", "training", None) == ["000000", "000001", "000002"]
+    assert "using all 3 scans" in capsys.readouterr().err  # no ImageSets: every scan
+    assert eval_tool.select_frames(kitti_root, "val", "training", ["1", "000002"]) == ["1", "000002"]
+    with pytest.raises(eval_tool.EvalError, match="no dataset here"):
+        eval_tool.select_frames(kitti_root, "val", "testing", None)
 
 
-def test_saved_fit_config_keys_are_dropped(tmp_path):
-    saved = tmp_path / "saved.yaml"
-    saved.write_text("seed_everything: 0\nmodel: {lr: 0.1}\nckpt_path: null\nweights_only: null\n")
-    (tmp_path / "out").mkdir()
-    cleaned = eval_tool.clean_config(saved, tmp_path / "out").read_text()
-    assert "ckpt_path" not in cleaned and "weights_only" not in cleaned and "lr: 0.1" in cleaned
+def _truncated_copy(kitti_root: Path, root: Path) -> Path:
+    """A KITTI root whose 000001 scan lost its last 10 bytes (a broken download)."""
+    for folder in ("velodyne", "calib", "label_2"):
+        shutil.copytree(kitti_root / "training" / folder, root / "training" / folder)
+    scan = root / "training" / "velodyne" / "000001.bin"
+    scan.write_bytes(scan.read_bytes()[:-10])
+    return scan
 
 
-def test_checkpoints_load_with_weights_only(tmp_path):
-    weights = {"model.encoder.w": torch.ones(2)}
-    torch.save({"state_dict": weights, "hyper_parameters": {"class_names": ["Car"]}}, tmp_path / "a.ckpt")
-    state, hparams = eval_tool.load_state_dict(tmp_path / "a.ckpt")
-    assert list(state) == ["model.encoder.w"] and hparams == {"class_names": ["Car"]}
-    # a torch.compile-d model's keys are unwrapped; a bare state dict works too
-    torch.save({"model._orig_mod.encoder.w": torch.ones(2)}, tmp_path / "b.pt")
-    assert list(eval_tool.load_state_dict(tmp_path / "b.pt")[0]) == ["model.encoder.w"]
-    # pickled objects are refused with a clear message
-    torch.save({"state_dict": weights, "hyper_parameters": argparse.Namespace(a=1)}, tmp_path / "c.ckpt")
-    with pytest.raises(eval_tool.EvalError, match=r"weights_only=True"):
-        eval_tool.load_state_dict(tmp_path / "c.ckpt")
-
-
-def test_frames_from_split_file_velodyne_or_list(tmp_path, kitti_root):
-    ids, from_split = eval_tool.select_frames(kitti_root, "val", "training", None)
-    assert (ids, from_split) == (["000000", "000001", "000002"], False)  # no ImageSets: every scan
-    assert eval_tool.select_frames(kitti_root, "val", "training", ["1", "000002"])[0] == ["000001", "000002"]
-    with pytest.raises(eval_tool.EvalError, match="no scan"):
-        eval_tool.select_frames(kitti_root, "val", "training", ["000099"])
-    view, split = eval_tool.frame_view(kitti_root, "training", ["000002"], tmp_path)
-    assert read_split(view, split) == ["000002"] and (view / "training" / "velodyne" / "000002.bin").is_file()
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_truncated_scan_ends_with_one_line_naming_the_users_file(
+    tmp_path, kitti_root, monkeypatch, capsys, workers
+):
+    ckpt = _untrained_checkpoint("pointpillars_synthetic.yaml", tmp_path / "init.pt", monkeypatch)
+    scan = _truncated_copy(kitti_root, tmp_path / "kitti")
+    argv = ["--ckpt", str(ckpt), "--config", "pointpillars_synthetic.yaml", "--data-root",
+            str(tmp_path / "kitti"), "--out", str(tmp_path / "out"), "--num-workers", workers,
+            "--trainer.accelerator", "cpu"]  # fmt: skip
+    assert eval_tool.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "using all 3 scans" in err[0]  # the only other line: no split file, every scan
+    assert len(err) == 2 and err[1].startswith("eval: error: "), err
+    assert str(scan) in err[1] and "multiple of 16" in err[1] and "Traceback" not in err[1]
 
 
 def test_eval_untrained_pointpillars_kitti_on_real_frames(tmp_path, kitti_root, monkeypatch, capsys):

@@ -177,8 +177,10 @@ WAYMO_BOXES = np.array(
 @pytest.fixture(scope="module")
 def waymo_root(tmp_path_factory) -> Path:
     """A converted root from synthetic records: val (segment WAYMO_VAL, 2 frames), train (WAYMO_TRAIN, 1)."""
-    from perception.data.waymo import make_synthetic_frame, write_records
-    from perception.data.waymo_converted import convert_segment, write_split_file
+    from perception.data.waymo import write_records
+    from perception.data.waymo.convert import convert_segment
+    from perception.data.waymo.converted import write_split_file
+    from tests.support.waymo_synthetic import make_synthetic_frame
 
     tmp = tmp_path_factory.mktemp("waymo")
     root = tmp / "converted"
@@ -258,7 +260,7 @@ def test_saves_renders_of_converted_waymo_frames(waymo_root, tmp_path, capsys):
 
 
 def test_shows_waymo_predictions_from_a_submission_file(waymo_root, tmp_path, capsys):
-    from perception.data.waymo_converted import frame_file, load_frame_arrays
+    from perception.data.waymo.converted import frame_file, load_frame_arrays
     from perception.eval.waymo import write_objects
 
     gt = load_frame_arrays(frame_file(waymo_root, "val", WAYMO_VAL, WAYMO_T0))
@@ -306,7 +308,6 @@ def test_a_submission_with_frames_the_root_lacks_is_an_error(waymo_root, tmp_pat
 
 TINY_WAYMO_CONFIG = """
 model:
-  evaluate_kitti: false
   model:
     class_path: perception.models.Detector
     init_args:

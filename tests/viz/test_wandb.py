@@ -94,7 +94,9 @@ def tiny_task():
     )
     head = CenterHead(16, CLASSES, RANGE, voxel, out_stride=1, shared_channels=16, head_channels=16)
     model = Detector(PointNetEncoder(4, voxel, RANGE, channels=(16,)), None, backbone, head)
-    return DetectionTask(model, CLASSES, lr=1e-3)
+    from perception.eval.detection import KittiEvaluator
+
+    return DetectionTask(model, CLASSES, evaluators=[KittiEvaluator()], lr=1e-3)
 
 
 def test_callback_logs_scenes_images_and_metrics_offline(tmp_path, offline_wandb):

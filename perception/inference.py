@@ -1,0 +1,266 @@
+"""One way to load a trained task — a checkpoint with its config — and to predict over frame ids.
+
+``tools/eval.py``, ``tools/visualize.py`` and the benchmarks all load through :func:`load_task` and
+predict through :class:`Predictor`, so a checkpoint means the same thing everywhere:
+
+1. **Config.** The task is rebuilt from a config (the detector tree is an ``nn.Module`` argument, so it
+   is not in the checkpoint's hyperparameters): the one given (a path, or a bare name looked up in
+   ``configs/``), else the ``config.yaml`` LightningCLI saved beside the run
+   (``RUN/config.yaml`` for ``RUN/checkpoints/last.ckpt``). Top-level keys of a saved ``fit`` config
+   that are not sections (``ckpt_path``, ...) are dropped.
+2. **Weights.** ``torch.load(ckpt, weights_only=True)`` (a Lightning checkpoint, or a bare state dict
+   ``torch.save(task.state_dict(), PATH)``), loaded strictly; a ``torch.compile``-d model's keys are
+   unwrapped; a checkpoint trained for other classes than the config names is refused.
+3. **Frames.** :class:`Predictor` predicts exactly the frames asked for (datasets take
+   ``frame_ids=``), through the config's validation transforms and the trainer's precision (what
+   validation saw), and hands the detections to prediction-writer callbacks or back to the caller.
+
+Errors a user can fix (no config, a checkpoint that is not one, one for another model) raise
+:class:`InferenceError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from perception.cli import CONFIG_DIR, DetectionCLI
+from perception.data.datamodules import DetectionDataModule
+from perception.structures import Detections
+from perception.tasks.detection import DetectionTask
+
+__all__ = ["InferenceError", "LoadedTask", "Predictor", "find_config", "load_task", "read_checkpoint"]
+
+# Top-level keys of a config that are sections of the CLI (a saved ``fit`` config has others).
+_CONFIG_SECTIONS = ("seed_everything", "trainer", "model", "data", "checkpoint", "optimizer", "lr_scheduler")
+
+
+class InferenceError(Exception):
+    """A user-facing error of loading or running a checkpoint (one line; tools exit with status 2)."""
+
+
+def find_config(ckpt: str | os.PathLike | None, config: str | os.PathLike | None = None) -> Path:
+    """The config to rebuild the task from: ``config`` (a path or a name in ``configs/``), else the
+    ``config.yaml`` of the run ``ckpt`` belongs to (beside it, or one folder up)."""
+    if config is not None:
+        path = Path(config)
+        if path.is_file():
+            return path
+        candidate = CONFIG_DIR / path
+        candidate = candidate if candidate.suffix else candidate.with_suffix(".yaml")
+        if candidate.is_file():
+            return candidate
+        known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+        raise InferenceError(
+            f"config {str(config)!r} not found as a path nor in {CONFIG_DIR} (there: {known})"
+        )
+    if ckpt is None:
+        raise InferenceError("give a checkpoint or a config")
+    ckpt = Path(ckpt)
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    raise InferenceError(
+        f"no config.yaml beside {ckpt} (looked in {ckpt.parent} and {ckpt.parent.parent}); "
+        "pass the training config (--config NAME.yaml)"
+    )
+
+
+def read_config(config: Path) -> dict[str, Any]:
+    """The CLI sections of a config file (``model``, ``data``, ``trainer``, ...)."""
+    try:
+        content = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise InferenceError(f"{config}: not a readable YAML config: {err}") from err
+    if not isinstance(content, dict):
+        raise InferenceError(f"{config}: expected a mapping with model / data / trainer sections")
+    return {k: v for k, v in content.items() if k in _CONFIG_SECTIONS}
+
+
+def read_checkpoint(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, hyper_parameters)`` of a Lightning checkpoint or a bare state dict, read with
+    ``weights_only=True``; a ``torch.compile``-d model's keys (``model._orig_mod.``) are unwrapped."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise InferenceError(f"{ckpt}: checkpoint not found")
+    try:
+        content = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise InferenceError(
+            f"{ckpt}: does not load with torch.load(weights_only=True) (the project loads no pickled "
+            f"objects); save plain tensors and Python values, e.g. torch.save(task.state_dict(), PATH). "
+            f"torch said: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
+    if not isinstance(content, dict):
+        raise InferenceError(
+            f"{ckpt}: expected a checkpoint dict or a state dict, got {type(content).__name__}"
+        )
+    state = content.get("state_dict", content)
+    hparams = content.get("hyper_parameters", {}) if "state_dict" in content else {}
+    state = {k.replace("model._orig_mod.", "model.", 1): v for k, v in state.items()}
+    return state, hparams
+
+
+@dataclass
+class LoadedTask:
+    """A task rebuilt from its config with the checkpoint's weights, its data module and a trainer.
+
+    Attributes:
+        task: the :class:`~perception.tasks.detection.DetectionTask`, in eval mode.
+        datamodule: the config's data module (``data.root`` replaced where asked).
+        trainer: a one-device trainer with the config's precision, no logger, no batch limits.
+        config: the config file the task was built from.
+        checkpoint: the checkpoint the weights came from (None: initial weights).
+    """
+
+    task: DetectionTask
+    datamodule: DetectionDataModule
+    trainer: L.Trainer
+    config: Path
+    checkpoint: Path | None
+
+    @property
+    def dataset(self) -> str:
+        """The data module's dataset kind (``kitti`` or ``waymo``)."""
+        return self.datamodule.dataset
+
+
+def _trainer_args(out_dir: str | os.PathLike | None) -> list[str]:
+    """What every inference run sets: no logger, one device, no batch limits or compile."""
+    args = [
+        "--model.compile", "false",
+        "--trainer.logger", "false",
+        "--trainer.devices", "1",
+        "--trainer.num_nodes", "1",
+        "--trainer.strategy", "auto",
+        "--trainer.fast_dev_run", "false",  # a training run's batch limits do not apply here
+        "--trainer.limit_train_batches", "null",
+        "--trainer.limit_val_batches", "null",
+        "--trainer.limit_test_batches", "null",
+        "--trainer.limit_predict_batches", "null",
+        "--data.database", "null",  # else prepare_data would build the train split's database
+    ]  # fmt: skip
+    if out_dir is not None:
+        args += ["--trainer.default_root_dir", str(out_dir)]
+    return args
+
+
+def load_task(
+    ckpt: str | os.PathLike | None,
+    config: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    data_root: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+) -> LoadedTask:
+    """Rebuild the task of ``ckpt`` (see the module docstring) ready to predict.
+
+    Args:
+        ckpt: a checkpoint (``.ckpt``) or saved state dict; None for the config's initial weights.
+        config: the config (path or name in ``configs/``); default the run's ``config.yaml``.
+        overrides: LightningCLI overrides (``--section.key value`` ...).
+        data_root: replaces ``data.root``.
+        out_dir: the trainer's ``default_root_dir``.
+        batch_size, num_workers: replace ``data.val_batch_size`` / ``data.num_workers``.
+
+    Raises:
+        InferenceError: no config, an unreadable checkpoint, or weights that do not fit the model.
+    """
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    path = find_config(ckpt, config)
+    state, hparams = read_checkpoint(ckpt) if ckpt is not None else ({}, {})
+    args = ["--config", yaml.safe_dump(read_config(path), sort_keys=False), *_trainer_args(out_dir)]
+    if data_root is not None:
+        args += ["--data.root", str(data_root)]
+    if batch_size is not None:
+        args += ["--data.val_batch_size", str(batch_size)]
+    if num_workers is not None:
+        args += ["--data.num_workers", str(num_workers)]
+    argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args and sys.argv both hold some
+    try:
+        cli = DetectionCLI(run=False, args=[*args, *overrides])
+    finally:
+        sys.argv = argv0
+    task = cli.model
+    trained = hparams.get("class_names")
+    if trained is not None and list(trained) != list(task.class_names):
+        raise InferenceError(
+            f"{ckpt} was trained for classes {list(trained)} but {path} names {task.class_names}"
+        )
+    if ckpt is not None:
+        try:
+            task.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise InferenceError(f"{ckpt} does not fit the model of {path}: {err}") from err
+    return LoadedTask(task.eval(), cli.datamodule, cli.trainer, path, None if ckpt is None else Path(ckpt))
+
+
+class Predictor:
+    """Detections of a :class:`LoadedTask` for chosen frames of its data root.
+
+    Frames go through the config's validation transforms and the trainer (its precision, the task's
+    ``predict_step``), exactly as validation sees them.
+
+    Args:
+        loaded: the task, data module and trainer (:func:`load_task`).
+    """
+
+    def __init__(self, loaded: LoadedTask) -> None:
+        self.loaded = loaded
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.loaded.task.class_names)
+
+    def run(
+        self,
+        frame_ids: Sequence[str] | None = None,
+        split: str | None = None,
+        split_folder: str | None = None,
+        callbacks: Sequence[Callback] = (),
+        return_predictions: bool = True,
+    ) -> list[Detections] | None:
+        """Predict ``frame_ids`` (or the whole split file ``split``) and pass them to ``callbacks``.
+
+        Args:
+            frame_ids: KITTI ids (``000123``) or converted-Waymo keys (``<context>/<timestamp>``);
+                None for every frame of ``split``'s split file.
+            split: KITTI: the split file's name (``val``); Waymo: the split folder holding the frames.
+            split_folder: KITTI only: the frames' folder (``training`` / ``testing``).
+            callbacks: e.g. :class:`~perception.tasks.writers.KittiResultWriter`, for this run only.
+            return_predictions: return the detections (one per frame, in order) or nothing.
+        """
+        datamodule, trainer = self.loaded.datamodule, self.loaded.trainer
+        if split is not None:
+            datamodule.predict_split = split
+        if split_folder is not None:
+            datamodule.predict_split_folder = split_folder
+        datamodule.predict_frame_ids = None if frame_ids is None else [str(f) for f in frame_ids]
+        added = [c for c in callbacks if c not in trainer.callbacks]
+        trainer.callbacks.extend(added)
+        try:
+            outputs = trainer.predict(
+                self.loaded.task, datamodule=datamodule, return_predictions=return_predictions
+            )
+        finally:
+            for callback in added:
+                trainer.callbacks.remove(callback)
+        if not return_predictions:
+            return None
+        return [det for batch in outputs or [] for det in batch]
+
+    def frames(self) -> Any:
+        """The dataset of the last :meth:`run` (its samples as the model saw them)."""
+        return self.loaded.datamodule.predict_set
