@@ -9,7 +9,7 @@ Finds every ``*.tfrecord`` under --src (with --v2: the segments of a v2 root, ``
 beside the other components), decodes each frame once (no TensorFlow) into
 ``OUT/<split>/<context>/<timestamp>.npz`` with a per-segment ``index.json``, then writes
 ``OUT/ImageSets/<split>.txt`` and, for the train split, the ground-truth database ``OUT/gt_database``;
-see :mod:`perception.data.waymo_converted` for the layout. Segments are converted in parallel in
+see :mod:`perception.data.waymo.converted` for the layout. Segments are converted in parallel in
 --workers spawned processes. Resumable: re-running skips finished segments and frames already
 written, so a killed run continues where it stopped. A corrupt file is reported as failed (naming
 the file and byte offset) and the others go on; the split file and the ground-truth database are
@@ -88,13 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         files.sort(key=lambda p: -p.stat().st_size)  # largest first: better balance across workers
         sources = [(f, None) for f in files]
 
-    from perception.data.waymo_converted import (
-        build_waymo_gt_database,
-        convert_segment,
-        count_frames,
-        run_jobs,
-        write_split_file,
-    )
+    from perception.data.waymo.convert import convert_segment, count_frames, run_jobs
+    from perception.data.waymo.converted import write_split_file
+    from perception.data.waymo.database import build_waymo_gt_database
 
     show = not args.quiet
     total = sum(count_frames(path, args.every, segment) for path, segment in sources)

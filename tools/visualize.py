@@ -223,7 +223,7 @@ def is_waymo_root(root: Path) -> bool:
             continue
         if "/" not in first:  # a KITTI id (and no import of torch for a KITTI root)
             return False
-        from perception.data.waymo_converted import parse_frame_key
+        from perception.data.waymo.converted import parse_frame_key
 
         try:
             parse_frame_key(first)
@@ -238,7 +238,7 @@ def is_waymo_root(root: Path) -> bool:
         except OSError:
             continue
         if segment is not None:
-            from perception.data.waymo_converted import read_segment_index
+            from perception.data.waymo.converted import read_segment_index
 
             if read_segment_index(segment) is not None:
                 return True
@@ -264,7 +264,7 @@ def waymo_splits(root: Path) -> list[str]:
 
 def parse_waymo_frame(text: str) -> tuple[str, int] | None:
     """``(context_name, timestamp_micros)`` of ``<context>/<timestamp>`` or ``<context>_<timestamp>``."""
-    from perception.data.waymo_converted import parse_frame_key
+    from perception.data.waymo.converted import parse_frame_key
 
     text = text.strip()
     if "/" in text:
@@ -286,7 +286,7 @@ def _names_of(keys: list[str], limit: int = 8) -> str:
 def waymo_frames(root: Path, split: str | None, frames: list[str]) -> list[WaymoFrameRef]:
     """The requested frames of a converted root: in ``split``, or else the first split (``val``
     first) holding the frame's ``.npz``."""
-    from perception.data.waymo_converted import frame_file, missing_waymo_message
+    from perception.data.waymo.converted import frame_file, missing_waymo_message
 
     if split is not None and not (root / split).is_dir():
         raise VisualizeError(missing_waymo_message(root, split))
@@ -319,7 +319,7 @@ def waymo_frames(root: Path, split: str | None, frames: list[str]) -> list[Waymo
 def load_waymo_frame(root: Path, ref: WaymoFrameRef) -> Frame:
     """The frame's converted arrays as a :class:`~perception.data.frame.Frame`; the intensity column
     (3) through ``tanh``, as the Waymo models see it (see the module docstring)."""
-    from perception.data.waymo_converted import frame_file, load_frame_arrays
+    from perception.data.waymo.converted import frame_file, load_frame_arrays
     from perception.structures import Frame
 
     path = frame_file(root, ref.split, ref.context_name, ref.timestamp_micros)
@@ -353,7 +353,7 @@ def waymo_predictions(
     Frames of the file that no split of the root holds are an error naming them; requested frames
     the file has no objects for get none (with a note on stderr).
     """
-    from perception.data.waymo_converted import frame_file, parse_frame_key
+    from perception.data.waymo.converted import frame_file, parse_frame_key
     from perception.eval.waymo import read_objects
 
     if path.is_dir():
@@ -410,7 +410,7 @@ def _load_eval_tool() -> ModuleType:
 def _waymo_view(root: Path, splits: Mapping[str, str], keys: list[str], folder: Path) -> tuple[Path, str]:
     """A converted root in ``folder`` whose split ``eval`` lists ``keys``: ``ImageSets/eval.txt`` and
     links ``eval/<context_name>`` to ``ROOT/<split>/<context_name>`` (``splits``: key → split)."""
-    from perception.data.waymo_converted import parse_frame_key
+    from perception.data.waymo.converted import parse_frame_key
 
     view = folder / "view"
     (view / "eval").mkdir(parents=True)
@@ -689,7 +689,7 @@ def run(args: argparse.Namespace) -> None:
     )
     if not args.data_root.exists():
         if waymo:
-            from perception.data.waymo_converted import missing_waymo_message
+            from perception.data.waymo.converted import missing_waymo_message
 
             raise VisualizeError(missing_waymo_message(args.data_root, args.split or "val"))
         from perception.data.datasets import missing_dataset_message

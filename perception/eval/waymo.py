@@ -83,8 +83,8 @@ Result keys (:func:`result_keys`): ``{VEHICLE|PEDESTRIAN|CYCLIST|SIGN}_LEVEL_{1|
 
 Entry points: :func:`evaluate` (per-frame objects in memory), :func:`compute_curves` (the same with
 the per-cutoff counts and PR curves), :func:`evaluate_files` (submission ``.bin`` files),
-:func:`read_objects` / :func:`write_objects` (``metrics.Objects`` protos, see
-:mod:`perception.data.waymo_protos`), :class:`WaymoAP` (a ``torchmetrics.Metric``),
+:func:`read_objects` / :func:`write_objects` (``metrics.Objects`` protos, from
+:mod:`perception.data.waymo.submission`), :class:`WaymoAP` (a ``torchmetrics.Metric``),
 :func:`mean_average_precision` (the official area of a PR curve) and the command line
 ``python -m perception.eval.waymo GT.bin PRED.bin [--json OUT] [--breakdown RANGE]``.
 """
@@ -110,7 +110,15 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from perception.data.io import atomic_write_bytes
-from perception.eval._inputs import FrameRowsMetric, as_numpy, field
+from perception.data.waymo.submission import (
+    frame_name,
+    object_boxes,
+    object_vector,
+    read_objects,
+    type_codes,
+    write_objects,
+)
+from perception.eval._inputs import FrameRowsMetric, field
 from perception.ops.iou3d import boxes_iou3d
 from perception.structures.waymo import TYPE_CODES, FrameKey, WaymoObjects
 
@@ -170,57 +178,18 @@ _GT_COLS, _PD_COLS = 9, 10
 # Per-frame objects
 
 
-def _type_codes(values: Any, n: int, what: str) -> NDArray[np.int64]:
-    """(n,) ``Label.Type`` codes from codes or names (``VEHICLE``, ``TYPE_VEHICLE``, any case)."""
-    if values is None:
-        raise ValueError(f"{what}: needs 'types' (Label.Type codes or names, one per box)")
-    array = as_numpy(values).reshape(-1)
-    if len(array) != n:
-        raise ValueError(f"{what}: {len(array)} types for {n} boxes")
-    if array.dtype.kind in "iub" or (array.dtype.kind == "f" and np.all(array == np.round(array))):
-        codes = array.astype(np.int64)
-        bad = sorted(set(codes[(codes < 0) | (codes > 4)].tolist()))
-        if bad:
-            raise ValueError(f"{what}: unknown type codes {bad}; expected Label.Type values 0-4")
-        return codes
-    names = [str(v).upper().removeprefix("TYPE_") for v in array]
-    unknown = sorted({v for v in names if v not in TYPE_CODES})
-    if unknown:
-        raise ValueError(f"{what}: unknown types {unknown}; expected one of {list(TYPE_CODES)}")
-    return np.array([TYPE_CODES[v] for v in names], dtype=np.int64)
-
-
-def _boxes(obj: Any, what: str) -> NDArray[np.float64]:
-    boxes = field(obj, "boxes", "boxes_lidar")
-    if boxes is None:
-        raise ValueError(f"{what}: needs 'boxes' ((M, 7) [x, y, z, l, w, h, heading])")
-    boxes = as_numpy(boxes).astype(np.float64)
-    if boxes.size == 0:
-        return np.zeros((0, 7))
-    if boxes.ndim != 2 or boxes.shape[1] != 7:
-        raise ValueError(f"{what}: boxes must be (M, 7) [x, y, z, l, w, h, heading], got {boxes.shape}")
-    if not np.isfinite(boxes).all():
-        raise ValueError(f"{what}: boxes contain NaN or infinite values")
-    if (boxes[:, 3:6] < 0).any():
-        raise ValueError(f"{what}: boxes have negative sizes (columns l, w, h must be >= 0)")
-    return boxes
-
-
-def _vector(value: Any, n: int, dtype: Any, what: str, name: str) -> np.ndarray:
-    array = as_numpy(value).reshape(-1)
-    if len(array) != n:
-        raise ValueError(f"{what}: {len(array)} {name} for {n} boxes")
-    return array.astype(dtype)
-
-
 def _gt_rows(obj: Any, what: str = "ground truth") -> NDArray[np.float64]:
     """(k, 9) ground-truth rows of one frame: box, type, level (the official tool's preprocessing:
     boxes without lidar points dropped, unset difficulty from the point count)."""
-    boxes = _boxes(obj, what)
+    boxes = object_boxes(obj, what)
     n = len(boxes)
-    types = _type_codes(field(obj, "types", "type", "names"), n, what) if n else np.zeros(0, np.int64)
+    types = type_codes(field(obj, "types", "type", "names"), n, what) if n else np.zeros(0, np.int64)
     difficulty = field(obj, "difficulty", "detection_difficulty_level")
-    level = np.zeros(n, np.int64) if difficulty is None else _vector(difficulty, n, np.int64, what, "levels")
+    level = (
+        np.zeros(n, np.int64)
+        if difficulty is None
+        else object_vector(difficulty, n, np.int64, what, "levels")
+    )
     bad = sorted(set(level[(level < 0) | (level > 2)].tolist()))
     if bad:
         raise ValueError(f"{what}: difficulty levels must be 0 (unset), 1 or 2, got {bad}")
@@ -232,7 +201,7 @@ def _gt_rows(obj: Any, what: str = "ground truth") -> NDArray[np.float64]:
             )
         keep = np.ones(n, bool)
     else:
-        points = _vector(points, n, np.int64, what, "point counts")
+        points = object_vector(points, n, np.int64, what, "point counts")
         keep = points > 0
         level = np.where(level == 0, np.where(points <= _LEVEL2_MAX_POINTS, 2, 1), level)
     rows = np.column_stack([boxes, types, level]).reshape(-1, _GT_COLS)
@@ -241,30 +210,24 @@ def _gt_rows(obj: Any, what: str = "ground truth") -> NDArray[np.float64]:
 
 def _pd_rows(obj: Any, what: str = "predictions") -> NDArray[np.float64]:
     """(k, 10) prediction rows of one frame: box, type, score (float32 value), overlap_with_nlz."""
-    boxes = _boxes(obj, what)
+    boxes = object_boxes(obj, what)
     n = len(boxes)
     if n == 0:
         return np.zeros((0, _PD_COLS))
-    types = _type_codes(field(obj, "types", "type", "names"), n, what)
+    types = type_codes(field(obj, "types", "type", "names"), n, what)
     scores = field(obj, "scores", "score")
     if scores is None:
         raise ValueError(f"{what}: needs 'scores' (one confidence per box)")
-    scores = _vector(scores, n, np.float32, what, "scores")
+    scores = object_vector(scores, n, np.float32, what, "scores")
     if np.isnan(scores).any():
         raise ValueError(f"{what}: scores contain NaN")
     nlz = field(obj, "overlap_with_nlz")
-    nlz = np.zeros(n, bool) if nlz is None else _vector(nlz, n, bool, what, "overlap_with_nlz flags")
+    nlz = np.zeros(n, bool) if nlz is None else object_vector(nlz, n, bool, what, "overlap_with_nlz flags")
     return np.column_stack([boxes, types, scores.astype(np.float64), nlz])
 
 
-def _frame_name(key: Any) -> str:
-    if isinstance(key, tuple) and len(key) == 2:
-        return f"{key[0]}@{key[1]}"
-    return str(key)
-
-
 def _names_list(keys: Sequence[Any], limit: int = 5) -> str:
-    shown = ", ".join(_frame_name(k) for k in keys[:limit])
+    shown = ", ".join(frame_name(k) for k in keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
@@ -284,7 +247,9 @@ def _frames_to_rows(
         unknown = [key for key in pred if key not in gt]
         keys = list(gt)
         if unknown:
-            num_objects = sum(len(_boxes(pred[k], f"predictions of frame {_frame_name(k)}")) for k in unknown)
+            num_objects = sum(
+                len(object_boxes(pred[k], f"predictions of frame {frame_name(k)}")) for k in unknown
+            )
             message = (
                 f"predictions ({num_objects} objects) for {len(unknown)} frames that have no ground truth: "
                 f"{_names_list(unknown)}"
@@ -302,7 +267,7 @@ def _frames_to_rows(
                 keys += unknown
         gt_frames = [gt.get(k, empty) for k in keys]
         pd_frames = [pred.get(k, empty) for k in keys]
-        names = [_frame_name(k) for k in keys]
+        names = [frame_name(k) for k in keys]
     elif isinstance(gt, Mapping) or isinstance(pred, Mapping):
         raise TypeError("gt and pred must both be mappings (frame key → objects) or both sequences")
     else:
@@ -767,125 +732,6 @@ def evaluate(
     """
     curves = compute_curves(gt, pred, classes, breakdowns, unknown_frames)
     return {key: {"mAP": c.mAP, "mAPH": c.mAPH} for key, c in curves.items()}
-
-
-# --------------------------------------------------------------------------------------------------
-# Submission files (metrics.Objects)
-
-
-def read_objects(path: str | os.PathLike) -> dict[FrameKey, WaymoObjects]:
-    """Read a ``.bin`` file holding one serialized ``metrics.Objects`` proto, grouped by frame.
-
-    Returns:
-        ``{(context_name, frame_timestamp_micros): WaymoObjects}`` in order of first appearance.
-        Scores are the proto's (1.0 where unset), difficulty 0 where unset.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: the bytes are not an ``Objects`` proto.
-    """
-    from google.protobuf.message import DecodeError
-
-    from perception.data.waymo_protos import Objects
-
-    path = Path(path)
-    message = Objects()
-    try:
-        message.ParseFromString(path.read_bytes())
-    except DecodeError as err:
-        raise ValueError(f"{path}: not a serialized waymo.open_dataset.Objects proto ({err})") from None
-    n = len(message.objects)
-    boxes = np.empty((n, 7))
-    ints = np.empty((n, 4), np.int64)  # type, difficulty, num points, timestamp
-    scores = np.empty(n, np.float32)
-    nlz = np.empty(n, bool)
-    contexts, ids = [], []
-    for i, obj in enumerate(message.objects):
-        label = obj.object
-        box = label.box
-        boxes[i] = (box.center_x, box.center_y, box.center_z, box.length, box.width, box.height, box.heading)
-        ints[i] = (label.type, label.detection_difficulty_level, label.num_lidar_points_in_box,
-                   obj.frame_timestamp_micros)  # fmt: skip
-        scores[i] = obj.score
-        nlz[i] = obj.overlap_with_nlz
-        contexts.append(obj.context_name)
-        ids.append(label.id)
-    if n == 0:
-        return {}
-    index: dict[FrameKey, int] = {}
-    frame = np.array([index.setdefault((c, int(t)), len(index)) for c, t in zip(contexts, ints[:, 3], strict=True)],
-                     dtype=np.int64)  # fmt: skip
-    order = np.argsort(frame, kind="stable")
-    splits = np.cumsum(np.bincount(frame, minlength=len(index)))[:-1]
-    id_array = np.array(ids, dtype=str)
-    out = {}
-    for key, rows in zip(index, np.split(order, splits), strict=True):
-        out[key] = WaymoObjects(
-            boxes=boxes[rows],
-            types=ints[rows, 0],
-            scores=scores[rows],
-            difficulty=ints[rows, 1],
-            num_lidar_points=ints[rows, 2],
-            overlap_with_nlz=nlz[rows],
-            ids=id_array[rows],
-        )
-    return out
-
-
-def write_objects(path: str | os.PathLike, frames: Mapping[FrameKey, Any], fsync: bool = True) -> Path:
-    """Write per-frame objects as one serialized ``metrics.Objects`` proto, atomically.
-
-    Args:
-        path: the ``.bin`` file (written to a temporary name in the same folder, then renamed).
-        frames: ``{(context_name, frame_timestamp_micros): objects}``; objects as :func:`evaluate`
-            takes them. ``scores``, ``difficulty`` (non-zero values), ``num_lidar_points``,
-            ``overlap_with_nlz`` (true values) and ``ids`` are written where given. A frame without
-            objects leaves no trace in the file (the format has no frame records).
-        fsync: flush to disk before the rename.
-    """
-    from perception.data.waymo_protos import Objects
-
-    message = Objects()
-    for key, obj in frames.items():
-        if not (isinstance(key, tuple) and len(key) == 2):
-            raise ValueError(f"frame keys must be (context_name, timestamp_micros) tuples, got {key!r}")
-        context, timestamp = str(key[0]), int(key[1])
-        what = f"frame {_frame_name(key)}"
-        boxes = _boxes(obj, what)
-        n = len(boxes)
-        if n == 0:
-            continue
-        types = _type_codes(field(obj, "types", "type", "names"), n, what).tolist()
-        optional = {}
-        for name, keys, dtype in (
-            ("scores", ("scores", "score"), np.float32),
-            ("difficulty", ("difficulty", "detection_difficulty_level"), np.int64),
-            ("points", ("num_lidar_points", "num_lidar_points_in_box"), np.int64),
-            ("nlz", ("overlap_with_nlz",), bool),
-            ("ids", ("ids",), str),
-        ):
-            value = field(obj, *keys)
-            optional[name] = None if value is None else _vector(value, n, dtype, what, name).tolist()
-        rows = boxes.tolist()
-        for i in range(n):
-            out = message.objects.add()
-            out.context_name = context
-            out.frame_timestamp_micros = timestamp
-            label = out.object
-            box = label.box
-            (box.center_x, box.center_y, box.center_z, box.length, box.width, box.height,
-             box.heading) = rows[i]  # fmt: skip
-            label.type = types[i]
-            if optional["scores"] is not None:
-                out.score = optional["scores"][i]
-            if optional["difficulty"] is not None and optional["difficulty"][i]:
-                label.detection_difficulty_level = optional["difficulty"][i]
-            if optional["points"] is not None:
-                label.num_lidar_points_in_box = optional["points"][i]
-            if optional["nlz"] is not None and optional["nlz"][i]:
-                out.overlap_with_nlz = True
-            if optional["ids"] is not None and optional["ids"][i]:
-                label.id = optional["ids"][i]
-    return atomic_write_bytes(path, message.SerializeToString(), fsync=fsync)
 
 
 def evaluate_files(

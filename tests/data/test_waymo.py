@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.data import waymo_protos as wpb
 from perception.data.waymo import (
     LIDAR_NAMES,
     POINT_COLUMNS,
@@ -26,10 +25,8 @@ from perception.data.waymo import (
     WaymoFrame,
     decode_frame,
     decode_matrix_float,
-    default_lidar_calibrations,
     encode_matrix_float,
     euler_from_rotation,
-    make_synthetic_frame,
     masked_crc32c,
     points_to_range_image_pixels,
     range_image_azimuths,
@@ -38,10 +35,11 @@ from perception.data.waymo import (
     read_frames_v2,
     read_records,
     rotation_from_euler,
-    synthetic_top_pose,
     write_frames_v2,
     write_records,
 )
+from perception.data.waymo import protos as wpb
+from tests.support.waymo_synthetic import default_lidar_calibrations, make_synthetic_frame, synthetic_top_pose
 
 CONTEXT = "1071392229495085036_1844_790_1864_790"
 

@@ -20,19 +20,10 @@ import pytest
 
 from perception.data.database import GroundTruthDatabase
 from perception.data.transforms import GlobalRotation, GlobalScaling, GroundTruthSampling, RandomFlip
-from perception.data.waymo import (
-    WaymoFormatError,
-    make_synthetic_frame,
-    read_frames,
-    write_frames_v2,
-    write_records,
-)
-from perception.data.waymo_converted import (
+from perception.data.waymo import WaymoFormatError, read_frames, write_frames_v2, write_records
+from perception.data.waymo.convert import convert_segment, count_frames
+from perception.data.waymo.converted import (
     FRAME_ARRAYS,
-    WaymoDetectionDataset,
-    build_waymo_gt_database,
-    convert_segment,
-    count_frames,
     frame_arrays,
     frame_file,
     load_frame_arrays,
@@ -40,7 +31,10 @@ from perception.data.waymo_converted import (
     model_points,
     read_segment_index,
 )
+from perception.data.waymo.database import build_waymo_gt_database
+from perception.data.waymo.dataset import WaymoDetectionDataset
 from perception.geometry.boxes import points_in_boxes_mask
+from tests.support.waymo_synthetic import make_synthetic_frame
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "convert_waymo.py"

@@ -437,7 +437,7 @@ def test_metric_equals_function():
 
 
 def test_bin_round_trip(tmp_path):
-    from perception.data.waymo_protos import Objects
+    from perception.data.waymo.protos import Objects
 
     gts, preds = synthetic_objects(6, seed=1, gt_per_frame=10)
     gt_path, pd_path = tmp_path / "gt.bin", tmp_path / "sub" / "pred.bin"

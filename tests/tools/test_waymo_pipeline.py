@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.data.waymo import make_synthetic_frame, write_records
+from perception.data.waymo import write_records
 from perception.eval.waymo import read_objects
+from tests.support.waymo_synthetic import make_synthetic_frame
 
 REPO = Path(__file__).resolve().parents[2]
 BOXES = np.array(
