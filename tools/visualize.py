@@ -43,8 +43,8 @@ with labels and predictions.
   them; a requested frame the file holds nothing for shows no predictions (with a note: the format
   has no record of a frame without objects).
 - ``--ckpt``: a checkpoint of a Waymo config (``data.dataset: waymo``, e.g. ``pvt_waymo.yaml``); its
-  frames are built by the config's data module on a view of the requested frames, through the
-  validation transforms, as in evaluation.
+  frames are read by the config's data module (exactly the requested ones), through the validation
+  transforms, as in evaluation (:mod:`perception.inference`).
 
 **Output** (both layouts):
 
@@ -69,15 +69,11 @@ other dataset, no display for the viewer), printed without a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -396,172 +392,72 @@ def waymo_predictions(
     return objects
 
 
-def _load_eval_tool() -> ModuleType:
-    """tools/eval.py as a module (its checkpoint and config helpers are reused here)."""
-    spec = importlib.util.spec_from_file_location(
-        "perception_tools_eval", Path(__file__).with_name("eval.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _waymo_view(root: Path, splits: Mapping[str, str], keys: list[str], folder: Path) -> tuple[Path, str]:
-    """A converted root in ``folder`` whose split ``eval`` lists ``keys``: ``ImageSets/eval.txt`` and
-    links ``eval/<context_name>`` to ``ROOT/<split>/<context_name>`` (``splits``: key → split)."""
-    from perception.data.waymo.converted import parse_frame_key
-
-    view = folder / "view"
-    (view / "eval").mkdir(parents=True)
-    (view / "ImageSets").mkdir()
-    linked: dict[str, str] = {}
-    for key in keys:
-        context, _ = parse_frame_key(key)
-        split = splits[key]
-        if linked.setdefault(context, split) != split:
-            raise VisualizeError(
-                f"segment {context} has frames in splits '{linked[context]}' and '{split}'; give --split"
-            )
-    for context, split in linked.items():
-        (view / "eval" / context).symlink_to((root / split / context).resolve(), target_is_directory=True)
-    (view / "ImageSets" / "eval.txt").write_text("".join(f"{k}\n" for k in dict.fromkeys(keys)))
-    return view, "eval"
-
-
 class CheckpointPredictor:
-    """A detection checkpoint run on single frames of a KITTI-layout or converted Waymo root.
+    """A detection checkpoint run on chosen frames of a KITTI-layout or converted Waymo root.
 
-    The task is rebuilt like ``tools/eval.py`` does (its ``find_config``, ``clean_config`` and
-    ``load_state_dict``, weights read with ``weights_only=True``); the frames are built by the
-    config's data module on a temporary view of the root holding only them (split ``eval``), through
-    the config's validation transforms, as in evaluation. Call :meth:`close` (or use ``with``) to
-    remove the view.
+    The task is loaded by :func:`perception.inference.load_task` (the config given or the run's, the
+    weights read with ``weights_only=True``) and each frame is predicted by
+    :class:`perception.inference.Predictor` through the config's validation transforms, as in
+    evaluation; predictions are made on first use and kept.
 
     Args:
         ckpt, config: the checkpoint and its config (None: the ``config.yaml`` beside the run).
         root: the dataset root.
-        split_folder: KITTI: the frames' folder (``training``). Waymo: the frames' split, or a
-            mapping frame key → split.
-        frame_ids: KITTI ids (``000123``) or Waymo keys (``<context_name>/<timestamp_micros>``);
-            :meth:`predict` takes the same.
         dataset: ``"kitti"`` or ``"waymo"``; the config's ``data.dataset`` must be the same.
     """
 
-    def __init__(
-        self,
-        ckpt: Path,
-        config: str | None,
-        root: Path,
-        split_folder: str | Mapping[str, str],
-        frame_ids: list[str],
-        dataset: str = "kitti",
-    ) -> None:
-        os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-        eval_tool = _load_eval_tool()
-        try:
-            config_path = eval_tool.find_config(ckpt, config)
-            config_dataset = eval_tool._config_dataset(config_path)
-        except eval_tool.EvalError as err:
+    def __init__(self, ckpt: Path, config: str | None, root: Path, dataset: str = "kitti") -> None:
+        from perception.inference import InferenceError, Predictor, find_config, load_task, read_config
+
+        try:  # the config's dataset first: a checkpoint of the other kind would not even load
+            path = find_config(ckpt, config)
+            kind = (read_config(path).get("data") or {}).get("dataset", "kitti")
+            if kind != dataset:
+                layout = "converted Waymo data" if dataset == "waymo" else "a KITTI-layout dataset"
+                raise VisualizeError(
+                    f"{path} is a '{kind}' config (data.dataset) but {root} is {layout}; "
+                    f"give the checkpoint of a {dataset} config (or its config with --config)"
+                )
+            loaded = load_task(ckpt, path, ["--data.num_workers", "0"], data_root=root)
+        except InferenceError as err:
             raise VisualizeError(str(err)) from err
-        if config_dataset != dataset:
-            layout = "converted Waymo data" if dataset == "waymo" else "a KITTI-layout dataset"
-            raise VisualizeError(
-                f"{config_path} is a '{config_dataset}' config (data.dataset) but {root} is {layout}; "
-                f"give the checkpoint of a {dataset} config (or its config with --config)"
+        self.predictor = Predictor(loaded)
+        self.class_names = self.predictor.class_names
+        self._cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def predict(self, frame_id: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(boxes (K, 7) lidar frame, names (K,), scores (K,))`` of one frame.
+
+        ``frame_id``: a KITTI id (``split`` its folder, ``training``) or a converted-Waymo key
+        ``<context_name>/<timestamp_micros>`` (``split`` the split holding it).
+        """
+        from perception.cli import DATA_ERRORS, error_message
+
+        if (frame_id, split) not in self._cache:
+            kitti = self.predictor.loaded.dataset == "kitti"
+            try:
+                (det,) = self.predictor.run(
+                    [frame_id], split=None if kitti else split, split_folder=split if kitti else None
+                )
+            except DATA_ERRORS as err:
+                raise VisualizeError(error_message(err)) from err
+            labels = det.labels.cpu().numpy()
+            names = np.asarray(self.class_names)[labels] if len(labels) else np.zeros(0, "<U16")
+            self._cache[frame_id, split] = (
+                det.boxes.float().cpu().numpy(),
+                names,
+                det.scores.float().cpu().numpy(),
             )
-        try:
-            state, hparams = eval_tool.load_state_dict(ckpt)
-        except eval_tool.EvalError as err:
-            raise VisualizeError(str(err)) from err
-        self._tmp = tempfile.TemporaryDirectory(prefix="perception-visualize-")
-        try:
-            self._build(eval_tool, ckpt, config_path, state, hparams, root, split_folder, frame_ids, dataset)
-        except BaseException:
-            self._tmp.cleanup()
-            raise
-
-    def _build(
-        self,
-        eval_tool: ModuleType,
-        ckpt: Path,
-        config_path: Path,
-        state: dict,
-        hparams: dict,
-        root: Path,
-        split_folder: str | Mapping[str, str],
-        frame_ids: list[str],
-        dataset: str,
-    ) -> None:
-        tmp = Path(self._tmp.name)
-        if dataset == "waymo":
-            splits = (
-                split_folder if isinstance(split_folder, Mapping) else dict.fromkeys(frame_ids, split_folder)
-            )
-            view, split = _waymo_view(root, splits, frame_ids, tmp)
-            folder_args = []
-        else:
-            assert isinstance(split_folder, str)
-            view, split = eval_tool.frame_view(root, split_folder, frame_ids, tmp)
-            folder_args = ["--data.split_folder", split_folder]
-
-        cli_args = [
-            "--config", str(eval_tool.clean_config(config_path, tmp)),
-            "--data.root", str(view),
-            "--data.val_split", split,
-            *folder_args,
-            "--data.database", "null",
-            "--data.num_workers", "0",
-            "--model.compile", "false",
-            "--trainer.logger", "false",
-            "--trainer.devices", "1",
-            "--trainer.num_nodes", "1",
-            "--trainer.strategy", "auto",
-            "--trainer.default_root_dir", str(tmp),
-        ]  # fmt: skip
-        try:
-            task, datamodule, _ = eval_tool.build_task(cli_args, [], ckpt, config_path, state, hparams)
-        except eval_tool.EvalError as err:
-            raise VisualizeError(str(err)) from err
-        self.task = task.eval()
-        self.class_names = list(task.class_names)
-        try:
-            datamodule.setup("validate")
-        except FileNotFoundError as err:
-            raise VisualizeError(str(err)) from err
-        self.dataset = datamodule.val_set
-        self._index = {f: i for i, f in enumerate(self.dataset.frame_ids)}
-
-    def predict(self, frame_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(boxes (K, 7) lidar frame, names (K,), scores (K,))`` of one frame."""
-        import torch
-
-        from perception.structures import collate
-
-        batch = collate([self.dataset[self._index[frame_id]]])
-        with torch.no_grad():
-            detections = self.task.model.predict(self.task.model(batch), batch)[0]
-        labels = detections.labels.cpu().numpy()
-        names = np.asarray(self.class_names)[labels] if len(labels) else np.zeros(0, "<U16")
-        return detections.boxes.float().cpu().numpy(), names, detections.scores.float().cpu().numpy()
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-
-    def __enter__(self) -> CheckpointPredictor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._cache[frame_id, split]
 
 
-def scene_loader(args: argparse.Namespace, frame_ids: list[str]) -> tuple[Callable[[int], Scene], Any]:
-    """``(index -> Scene, a resource to close or None)`` for the requested frames."""
+def scene_loader(args: argparse.Namespace, frame_ids: list[str]) -> Callable[[int], Scene]:
+    """``index -> Scene`` for the requested KITTI-layout frames."""
     from perception.data.kitti import KittiFormatError, load_frame, read_label
 
     predictor = None
     if args.ckpt is not None:
-        predictor = CheckpointPredictor(args.ckpt, args.config, args.data_root, args.split, frame_ids)
+        predictor = CheckpointPredictor(args.ckpt, args.config, args.data_root)
     elif args.config is not None:
         raise VisualizeError("--config is for --ckpt")
 
@@ -574,35 +470,30 @@ def scene_loader(args: argparse.Namespace, frame_ids: list[str]) -> tuple[Callab
                     frame, read_label(args.predictions / f"{frame_id}.txt"), colour_by=args.color
                 )
             elif predictor is not None:
-                scene = Scene.from_frame(frame, *predictor.predict(frame_id), colour_by=args.color)
+                scene = Scene.from_frame(
+                    frame, *predictor.predict(frame_id, args.split), colour_by=args.color
+                )
             else:
                 scene = Scene.from_frame(frame, colour_by=args.color)
         except (FileNotFoundError, KittiFormatError) as err:
             raise VisualizeError(str(err)) from err
         return scene.with_score_threshold(args.score_threshold)
 
-    return load, predictor
+    return load
 
 
 def waymo_scene_loader(
     args: argparse.Namespace,
     refs: list[WaymoFrameRef],
     predictions: Mapping[tuple[str, int], WaymoObjects] | None,
-) -> tuple[Callable[[int], Scene], Any]:
-    """``(index -> Scene, a resource to close or None)`` for frames of a converted Waymo root."""
+) -> Callable[[int], Scene]:
+    """``index -> Scene`` for frames of a converted Waymo root."""
     from perception.eval.waymo import TYPE_CODES
 
     type_names = {code: name for name, code in TYPE_CODES.items()}
     predictor = None
     if args.ckpt is not None:
-        predictor = CheckpointPredictor(
-            args.ckpt,
-            args.config,
-            args.data_root,
-            {r.key: r.split for r in refs},
-            [r.key for r in refs],
-            dataset="waymo",
-        )
+        predictor = CheckpointPredictor(args.ckpt, args.config, args.data_root, dataset="waymo")
     elif args.config is not None:
         raise VisualizeError("--config is for --ckpt")
 
@@ -615,12 +506,12 @@ def waymo_scene_loader(
             names = np.array([type_names.get(int(t), f"TYPE_{int(t)}") for t in objects.types], dtype=str)
             scene = Scene.from_frame(frame, objects.boxes.astype(np.float32), names, objects.scores, **style)
         elif predictor is not None:
-            scene = Scene.from_frame(frame, *predictor.predict(ref.key), **style)
+            scene = Scene.from_frame(frame, *predictor.predict(ref.key, ref.split), **style)
         else:
             scene = Scene.from_frame(frame, **style)
         return scene.with_score_threshold(args.score_threshold)
 
-    return load, predictor
+    return load
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -714,38 +605,33 @@ def run(args: argparse.Namespace) -> None:
                 "no display for the interactive viewer (DISPLAY / WAYLAND_DISPLAY unset); render to a "
                 "PNG instead with --save OUT.png (add --bev for the matplotlib bird's-eye view)"
             )
-    if waymo:
-        load, resource = waymo_scene_loader(args, refs, predictions)
-    else:
-        load, resource = scene_loader(args, frame_ids)
-    try:
-        if args.save is not None:
-            save(args, load, frame_ids)
-            return
-        from perception.viz.open3d import RenderUnavailable, show
+    load = waymo_scene_loader(args, refs, predictions) if waymo else scene_loader(args, frame_ids)
+    if args.save is not None:
+        save(args, load, frame_ids)
+        return
+    from perception.viz.open3d import RenderUnavailable, show
 
-        try:
-            show(
-                load,
-                len(frame_ids),
-                camera=args.view or "chase",
-                pose=_pose(args),
-                width=args.width,
-                height=args.height,
-            )
-        except RenderUnavailable as err:
-            raise VisualizeError(f"{err}. Use --save OUT.png to render to a file instead.") from err
-    finally:
-        if resource is not None:
-            resource.close()
+    try:
+        show(
+            load,
+            len(frame_ids),
+            camera=args.view or "chase",
+            pose=_pose(args),
+            width=args.width,
+            height=args.height,
+        )
+    except RenderUnavailable as err:
+        raise VisualizeError(f"{err}. Use --save OUT.png to render to a file instead.") from err
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from perception.cli import DATA_ERRORS, error_message
+
     try:
         run(args)
-    except VisualizeError as err:
-        print(f"visualize: error: {err}", file=sys.stderr)
+    except (VisualizeError, *DATA_ERRORS) as err:
+        print(f"visualize: error: {error_message(err)}", file=sys.stderr)
         return 2
     return 0
 

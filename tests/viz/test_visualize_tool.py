@@ -122,10 +122,8 @@ def test_runs_a_checkpoint_on_a_synthetic_frame(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with visualize.CheckpointPredictor(
-            tmp_path / "weights.pt", str(config), root, "training", ["000001"]
-        ) as p:
-            boxes, names, scores = p.predict("000001")
+        predictor = visualize.CheckpointPredictor(tmp_path / "weights.pt", str(config), root)
+        boxes, names, scores = predictor.predict("000001", "training")
     finally:
         torch.set_num_threads(threads)
     assert boxes.shape == (len(names), 7) and len(scores) == len(names) > 0
@@ -346,10 +344,8 @@ def test_runs_a_waymo_checkpoint_on_a_converted_frame(waymo_root, tmp_path, monk
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with visualize.CheckpointPredictor(
-            tmp_path / "weights.pt", str(config), waymo_root, "train", [key], dataset="waymo"
-        ) as p:
-            boxes, names, scores = p.predict(key)
+        predictor = visualize.CheckpointPredictor(tmp_path / "weights.pt", str(config), waymo_root, "waymo")
+        boxes, names, scores = predictor.predict(key, "train")
         assert boxes.shape == (len(names), 7) and len(scores) == len(names) > 0
         assert set(names) <= {"VEHICLE", "PEDESTRIAN", "CYCLIST"}
         out = tmp_path / "ckpt.png"
