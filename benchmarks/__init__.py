@@ -9,4 +9,4 @@ helpers. Run them through ``python tools/benchmark.py`` (or one alone, from the 
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-"""The repository root (the benchmarks run from a checkout; the KITTI scans are in ``REPO.parent / "shared"``)."""
+"""The repository root (the benchmarks run from a checkout; the real KITTI scans are in ``tests/data/kitti``)."""

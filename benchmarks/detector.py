@@ -5,8 +5,9 @@ validation transforms (camera field of view, range), then the model (voxelizatio
 encoder, BEV backbone, CenterPoint head, decoding with rotated NMS, and the point refinement stage
 where the config has one). Each config is timed beside ``pointpillars_synthetic.yaml`` in the same run
 (PointPillars' max-pool encoder is the peer of the attention encoder), and against the issue's budget
-of 0.5 s a frame. Weights come from a checkpoint when one is given (the number of boxes decoded, and
-so NMS, depends on them); otherwise the freshly initialised model is timed.
+of 0.5 s a frame. The task is loaded as every tool loads one (:func:`perception.inference.load_task`):
+weights from a checkpoint when one is given (the number of boxes decoded, and so NMS, depends on
+them), otherwise the config's initial weights.
 """
 
 from __future__ import annotations
@@ -17,46 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import yaml
 
 from benchmarks import REPO
 from benchmarks.timing import time_in_turns
 
-__all__ = ["bench_detector", "build_detector"]
+__all__ = ["bench_detector"]
 
-KITTI = REPO.parent / "shared" / "data" / "kitti"
+KITTI = REPO / "tests" / "data" / "kitti"
 BUDGET_S = 0.5
-
-
-def build_detector(config: str | os.PathLike, checkpoint: str | os.PathLike | None = None):
-    """The ``model.model`` tree of a training config as a :class:`~perception.models.Detector`.
-
-    Args:
-        config: a config YAML path, or a bare name in ``configs/``.
-        checkpoint: optional Lightning checkpoint (or task state dict) whose ``model.*`` weights to load
-            (``weights_only=True``).
-
-    Returns:
-        (detector in eval mode, the config's ``data`` section as a dict).
-    """
-    from jsonargparse import ArgumentParser
-
-    from perception.cli import CONFIG_DIR
-    from perception.models import Detector
-
-    path = Path(config)
-    if not path.is_file():
-        path = (CONFIG_DIR / path).with_suffix(".yaml")
-    content = yaml.safe_load(path.read_text())
-    parser = ArgumentParser()
-    parser.add_argument("--model", type=Detector)
-    detector = parser.instantiate(parser.parse_object({"model": content["model"]["model"]})).model
-    if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        detector.load_state_dict(state, strict=True)
-    return detector.eval(), content.get("data", {})
 
 
 def bench_detector(
@@ -73,7 +42,8 @@ def bench_detector(
         One row per config: points per scan (before/after the filters), data and model milliseconds,
         frames per second, the time relative to PointPillars' and to the budget.
     """
-    from perception.data.datamodules import default_val_transforms
+    from perception.data.kitti import read_velodyne
+    from perception.inference import load_task
     from perception.structures import collate
 
     if threads is not None:
@@ -81,10 +51,10 @@ def bench_detector(
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * len(configs)
     models, datasets = [], []
     for config, ckpt in zip(configs, checkpoints, strict=True):
-        detector, data = build_detector(config, ckpt)
-        transforms = default_val_transforms(data.get("point_cloud_range"))
-        models.append(detector)
-        datasets.append(_FrameDataset(root, frames, data.get("class_names", ["Car"]), transforms))
+        loaded = load_task(ckpt, config, ["--trainer.accelerator", "cpu"], data_root=root)
+        models.append(loaded.task.model)
+        datasets.append(loaded.datamodule.make_dataset("bench", folder="training", frame_ids=list(frames)))
+    raw_points = len(read_velodyne(Path(root) / "training" / "velodyne" / f"{frames[0]}.bin"))
 
     def run(model, dataset) -> None:
         with torch.no_grad():
@@ -109,7 +79,7 @@ def bench_detector(
             {
                 "model": config,
                 "weights": "checkpoint" if checkpoints[i] else "initial",
-                "points in → used": f"{datasets[i].raw_points} → {sample.points.shape[0]}",
+                "points in → used": f"{raw_points} → {sample.points.shape[0]}",
                 "data_ms": data * 1e3,
                 "model_ms": (total - data) * 1e3,
                 "frame_ms": total * 1e3,
@@ -120,33 +90,6 @@ def bench_detector(
             }
         )
     return rows
-
-
-class _FrameDataset:
-    """The given frames of a KITTI-layout root with the validation transforms (no split file needed)."""
-
-    def __init__(self, root, frames, class_names, transforms) -> None:
-        import tempfile
-
-        from perception.data.kitti import read_velodyne, write_split
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="perception-bench-")
-        view = Path(self._tmp.name)
-        (view / "training").mkdir()
-        for folder in ("velodyne", "calib", "label_2", "image_2"):
-            if (Path(root) / "training" / folder).is_dir():
-                (view / "training" / folder).symlink_to(Path(root).resolve() / "training" / folder)
-        write_split(view, "bench", list(frames))
-        from perception.data.datasets import KittiDetectionDataset
-
-        self.dataset = KittiDetectionDataset(view, "bench", class_names, transforms)
-        self.raw_points = len(read_velodyne(Path(root) / "training" / "velodyne" / f"{frames[0]}.bin"))
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        return self.dataset[i]
 
 
 def _main() -> None:  # pragma: no cover - manual use

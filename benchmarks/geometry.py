@@ -1,7 +1,7 @@
 """Benchmark of :func:`perception.geometry.boxes.points_in_boxes_mask` (numba) against vectorised NumPy.
 
 ``bench_geometry()`` returns rows for ``tools/benchmark.py``; ``python -m benchmarks.geometry`` prints them.
-Inputs: KITTI ``000001`` (when the scans are in ``../shared/data/kitti``) and a Waymo-sized random cloud.
+Inputs: KITTI ``000001`` (the real scans shipped in ``tests/data/kitti``) and a Waymo-sized random cloud.
 Every case checks that the two masks are equal.
 """
 
@@ -25,7 +25,7 @@ def numpy_points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def _inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
     cases = []
-    kitti = REPO.parent / "shared" / "data" / "kitti"
+    kitti = REPO / "tests" / "data" / "kitti"
     if (kitti / "training" / "velodyne").is_dir():
         from perception.data.kitti import load_frame
 

@@ -51,7 +51,7 @@ from perception.ops._sparse_rules import Rulebook, build_strided, build_submanif
 
 __all__ = ["bench_sparse", "kitti_voxels"]
 
-KITTI_SCAN = REPO.parent / "shared/data/kitti/training/velodyne/000000.bin"
+KITTI_SCAN = REPO / "tests/data/kitti/training/velodyne/000000.bin"
 VOXEL = np.array([0.05, 0.05, 0.1])
 RANGE = np.array([0.0, -40.0, -3.0, 70.4, 40.0, 1.0])
 PATCH_NOTE = "fwd+bwd; backward run via a run-time patch: ops.get_current_stream -> 0 on CPU"

@@ -17,7 +17,7 @@ from benchmarks import REPO
 from benchmarks.timing import time_in_turns
 from perception.ops import voxelize as vx
 
-KITTI_VELODYNE = REPO.parent / "shared" / "data" / "kitti" / "training" / "velodyne"
+KITTI_VELODYNE = REPO / "tests" / "data" / "kitti" / "training" / "velodyne"
 
 # (name, voxel_size, point_cloud_range, max_points_per_voxel, max_voxels)
 KITTI_VOXEL = ("voxel 0.05×0.05×0.1, P=5, 40k", [0.05, 0.05, 0.1], [0, -40, -3, 70.4, 40, 1], 5, 40000)

@@ -172,7 +172,8 @@ def load_task(
         config: the config (path or name in ``configs/``); default the run's ``config.yaml``.
         overrides: LightningCLI overrides (``--section.key value`` ...).
         data_root: replaces ``data.root``.
-        out_dir: the trainer's ``default_root_dir``.
+        out_dir: the trainer's ``default_root_dir``, where the config is saved as ``config.yaml``
+            (None: the config's default root, and no config is saved).
         batch_size, num_workers: replace ``data.val_batch_size`` / ``data.num_workers``.
 
     Raises:
@@ -190,7 +191,9 @@ def load_task(
         args += ["--data.num_workers", str(num_workers)]
     argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args and sys.argv both hold some
     try:
-        cli = DetectionCLI(run=False, args=[*args, *overrides])
+        # the config is saved beside the outputs (OUT/config.yaml), never into the working directory
+        save = {} if out_dir is not None else {"save_config_callback": None}
+        cli = DetectionCLI(run=False, args=[*args, *overrides], **save)
     finally:
         sys.argv = argv0
     task = cli.model

@@ -195,13 +195,17 @@ class DetectionDataModule(L.LightningDataModule):
         self._epoch = 0
         self._train_sampler: EpochSampler | None = None
 
-    def _dataset(
+    def make_dataset(
         self,
         split: str,
-        transforms: list[Transform],
+        transforms: list[Transform] | None = None,
         folder: str | None = None,
         frame_ids: list[str] | None = None,
-    ):
+    ) -> Dataset:
+        """A dataset of this module's root and classes: ``split``'s frames (or exactly ``frame_ids``),
+        through ``transforms`` (default: the validation transforms); ``folder``: KITTI's
+        ``training``/``testing`` (default ``split_folder``)."""
+        transforms = self.val_transforms if transforms is None else transforms
         if self.dataset == "waymo":
             from perception.data.waymo.dataset import WaymoDetectionDataset
 
@@ -221,7 +225,7 @@ class DetectionDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Build the ground-truth database from the train split when ``database`` is set and missing."""
         if self.database is not None and not (Path(self.database) / INDEX_NAME).is_file():
-            self._dataset(self.train_split, [])  # a missing root fails here with the helpful message
+            self.make_dataset(self.train_split, [])  # a missing root fails here with the helpful message
             if self.dataset == "waymo":
                 from perception.data.waymo.database import build_waymo_gt_database
 
@@ -242,13 +246,13 @@ class DetectionDataModule(L.LightningDataModule):
         if self.num_workers > 0:
             self._worker_context()  # start the forkserver early, while the model is being built
         if stage in (None, "fit"):
-            self.train_set = self._dataset(self.train_split, self.train_transforms)
+            self.train_set = self.make_dataset(self.train_split, self.train_transforms)
         if stage in (None, "fit", "validate"):
-            self.val_set = self._dataset(self.val_split, self.val_transforms)
+            self.val_set = self.make_dataset(self.val_split, self.val_transforms)
         if stage in (None, "test"):
-            self.test_set = self._dataset(self.test_split, self.val_transforms)
+            self.test_set = self.make_dataset(self.test_split, self.val_transforms)
         if stage in (None, "predict"):
-            self.predict_set = self._dataset(
+            self.predict_set = self.make_dataset(
                 self.predict_split, self.val_transforms, self.predict_split_folder, self.predict_frame_ids
             )
 
