@@ -4,7 +4,7 @@
     python tools/build_gt_database.py --root data/synthetic [--split train]
         [--classes Car Pedestrian Cyclist] [--out data/synthetic/gt_database] [--overwrite]
 
-Stores, for every labelled object of the classes, the points inside its box (relative to the box
+Exit status 2 on a data error (a missing split, a malformed file), printed as one line. Stores, for every labelled object of the classes, the points inside its box (relative to the box
 centre, float32 .npy) and a JSON index; see :mod:`perception.data.database`. Re-running with the same
 arguments finds the database up to date and leaves it; ``--overwrite`` rebuilds it. The split must
 not share frames with ImageSets/val.txt (validation objects would leak into training).
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s")
     if not (args.root / "ImageSets" / f"{args.split}.txt").is_file():
         print(f"build_gt_database: error: {missing_dataset_message(args.root, args.split)}", file=sys.stderr)
-        return 1
+        return 2
     start = time.perf_counter()
     try:
         summary = build_gt_database(
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (OSError, ValueError) as err:
         print(f"build_gt_database: error: {err}", file=sys.stderr)
-        return 1
+        return 2
     if not args.quiet:
         what = (
             "up to date, left as it was"

@@ -115,6 +115,6 @@ def test_command_line(tiny, tmp_path, capsys):
     assert set(GroundTruthDatabase(out).class_counts()) <= {"Car", "Cyclist"}
     assert tool.main(["--root", str(tiny), "--out", str(out), "--classes", "Car", "Cyclist"]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert tool.main(["--root", str(tiny), "--split", "val", "--out", str(out)]) == 1
-    assert tool.main(["--root", str(tmp_path / "absent")]) == 1
+    assert tool.main(["--root", str(tiny), "--split", "val", "--out", str(out)]) == 2
+    assert tool.main(["--root", str(tmp_path / "absent")]) == 2
     assert "make_synthetic.py" in capsys.readouterr().err
