@@ -98,10 +98,10 @@ def train(args: argparse.Namespace) -> dict:
     overrides = ["--data.root", str(args.data), "--data.database", str(args.data / "gt_database"),
                  "--trainer.default_root_dir", str(args.run_dir),
                  "--trainer.logger.init_args.save_dir", str(args.run_dir),
-                 "--trainer.callbacks", json.dumps([{  # the final validation's result files
-                     "class_path": "perception.tasks.writers.KittiResultWriter",
-                     "init_args": {"output_dir": str(args.run_dir / "predictions" / "val"), "on_validation": True},
-                 }])]  # fmt: skip
+                 # the final validation's result files, written by the KITTI result writer
+                 "--trainer.callbacks+=perception.tasks.writers.KittiResultWriter",
+                 "--trainer.callbacks.output_dir", str(args.run_dir / "predictions" / "val"),
+                 "--trainer.callbacks.on_validation", "true"]  # fmt: skip
     if args.epochs is not None:
         overrides += ["--trainer.max_epochs", str(args.epochs)]
     if args.max_time:

@@ -43,6 +43,13 @@ def test_train_pointpillars_synthetic_end_to_end(tmp_path):
     assert any(row.get("val/loss") for row in rows)
     assert "val/Car_3d/moderate_R40" in rows[0]
     assert (data / "gt_database" / "index.json").is_file()  # built by prepare_data from the train split
+    # `test` is a real subcommand: the evaluators on data.test_split (default: the val split)
+    test = [sys.executable, str(REPO / "tools/train.py"), "test", "--config", "pointpillars_synthetic.yaml",
+            "--data.root", str(data), "--data.database", "null", "--data.num_workers", "0",
+            "--data.batch_size", "2", "--trainer.logger", "false",
+            "--ckpt_path", str(version / "checkpoints" / "last.ckpt")]  # fmt: skip
+    done = subprocess.run(test, check=True, timeout=600, capture_output=True, text=True)
+    assert "test/Car_3d/moderate_R40" in done.stdout and "test/loss" in done.stdout
 
 
 @pytest.mark.slow
