@@ -124,6 +124,10 @@ DATA_MODULES = (
     "perception.data.transforms",
     "perception.data.datamodules",
     "perception.data.waymo",
+    "perception.data.waymo.dataset",
+    "perception.data.waymo.convert",
+    "perception.data.waymo.database",
+    "perception.data.synthetic",
 )
 
 # (id, modules imported in turn in one fresh interpreter, the rule each loaded module must meet)
@@ -141,7 +145,16 @@ CASES = [
         only("perception.models", "perception.ops", "perception.geometry", "perception.structures"),
     ),
     ("perception.data", DATA_MODULES, never(*DATA_FORBIDDEN)),
-    ("perception.eval", ("perception.eval.kitti", "perception.eval.waymo"), eval_reads_formats),
+    (
+        "perception.eval",
+        (
+            "perception.eval.kitti",
+            "perception.eval.waymo",
+            "perception.eval.localization",
+            "perception.eval.detection",
+        ),
+        eval_reads_formats,
+    ),
 ]
 
 
