@@ -5,6 +5,7 @@ from perception.geometry.boxes import (
     boxes_bev_corners,
     points_in_boxes,
     points_in_boxes_mask,
+    rotate_xy,
     rotation_z,
     wrap_angle,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "points_in_boxes_mask",
     "project_boxes_to_image",
     "project_points",
+    "rotate_xy",
     "rotation_z",
     "transform_points",
     "wrap_angle",

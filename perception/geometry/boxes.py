@@ -7,30 +7,84 @@ Frames: x forward, y left, z up, metres.
 
 Everything here is NumPy on the CPU; ``points_in_boxes`` uses a numba kernel with a per-box
 bounding-box rejection, so a 120 k-point scan against tens of boxes takes a few milliseconds.
+:func:`wrap_angle` and :func:`rotate_xy` also take torch tensors (torch in, torch out, on the tensor's
+device and in its dtype); this module does not import torch itself.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+from typing import TYPE_CHECKING, overload
+
 import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "box_corners",
     "boxes_bev_corners",
     "points_in_boxes",
     "points_in_boxes_mask",
+    "rotate_xy",
     "rotation_z",
     "wrap_angle",
 ]
 
 
-def wrap_angle(angle: ArrayLike) -> NDArray[np.floating]:
-    """Wrap angles (radians) to [-π, π). Works elementwise on any shape."""
+def _is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch: no tensor exists before torch is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+@overload
+def wrap_angle(angle: torch.Tensor) -> torch.Tensor: ...
+@overload
+def wrap_angle(angle: ArrayLike) -> NDArray[np.float64]: ...
+def wrap_angle(angle):
+    """Wrap angles (radians, any shape) to [-π, π), elementwise.
+
+    NumPy / array-likes give a float64 array; a torch tensor gives a tensor on its device, in its
+    (floating) dtype, where π is that dtype's rounding of π. Angles already in [-π, π) come back
+    unchanged, bit for bit; the others as ``(angle + π) mod 2π - π`` (with π itself mapped to -π).
+    """
+    if _is_tensor(angle):
+        import torch
+
+        wrapped = torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+        # the remainder can round up to exactly 2π for values a hair below a multiple of 2π
+        wrapped = torch.where(wrapped >= math.pi, wrapped - 2 * math.pi, wrapped)
+        return torch.where((angle >= -math.pi) & (angle < math.pi), angle, wrapped)
     angle = np.asarray(angle, dtype=np.float64)
     wrapped = np.mod(angle + np.pi, 2.0 * np.pi) - np.pi
     # np.mod can round up to exactly 2π for values a hair below a multiple of 2π.
-    return np.where(wrapped >= np.pi, wrapped - 2.0 * np.pi, wrapped)
+    wrapped = np.where(wrapped >= np.pi, wrapped - 2.0 * np.pi, wrapped)
+    return np.where((angle >= -np.pi) & (angle < np.pi), angle, wrapped)
+
+
+@overload
+def rotate_xy(xy: torch.Tensor, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def rotate_xy(xy: ArrayLike, angle: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def rotate_xy(xy, angle):
+    """Rotate (…, 2) vectors counter-clockwise about +z by ``angle`` (radians, broadcastable to …).
+
+    Returns the rotated x and y, each of shape …: ``(x cos a - y sin a, x sin a + y cos a)``.
+    Rotating by ``-yaw`` takes offsets from a box's centre into the box's frame (x along its heading).
+    NumPy in, float64 NumPy out; torch in, torch out (``xy`` and ``angle`` both tensors).
+    """
+    if _is_tensor(xy):
+        import torch
+
+        c, s = torch.cos(angle), torch.sin(angle)
+    else:
+        xy, angle = np.asarray(xy, dtype=np.float64), np.asarray(angle, dtype=np.float64)
+        c, s = np.cos(angle), np.sin(angle)
+    return xy[..., 0] * c - xy[..., 1] * s, xy[..., 0] * s + xy[..., 1] * c
 
 
 def rotation_z(yaw: ArrayLike) -> NDArray[np.float64]:

@@ -1,10 +1,14 @@
-"""Box geometry: yaw wrapping, corners (against shapely), points in boxes (against a brute-force reference)."""
+"""Box geometry: yaw wrapping and rotation (NumPy and torch), corners (against shapely), points in boxes
+(against a brute-force reference)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import shapely
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -14,6 +18,7 @@ from perception.geometry import (
     boxes_bev_corners,
     points_in_boxes,
     points_in_boxes_mask,
+    rotate_xy,
     rotation_z,
     wrap_angle,
 )
@@ -34,6 +39,72 @@ def test_wrap_angle_edges():
     np.testing.assert_allclose(
         wrap_angle([np.pi, -np.pi, 3 * np.pi, 0.0, 2 * np.pi]), [-np.pi, -np.pi, -np.pi, 0, 0]
     )
+
+
+def whole_turns(delta: np.ndarray, scale: np.ndarray) -> None:
+    """``delta`` is a whole number of turns (2π k), up to the rounding of angles of size ``scale``."""
+    turns = delta / (2 * np.pi)
+    np.testing.assert_allclose(
+        turns, np.round(turns), rtol=0, atol=1e-12 + 4e-16 * float(np.max(scale, initial=1))
+    )
+
+
+@given(arrays(np.float64, st.integers(1, 50), elements=finite))
+def test_wrap_angle_is_the_input_modulo_a_turn(angles):
+    wrapped = wrap_angle(angles)
+    assert wrapped.dtype == np.float64 and wrapped.shape == angles.shape
+    assert np.all(wrapped >= -np.pi) and np.all(wrapped < np.pi)
+    whole_turns(angles - wrapped, np.abs(angles))
+    inside = (angles >= -np.pi) & (angles < np.pi)
+    np.testing.assert_array_equal(wrapped[inside], angles[inside])  # bit for bit
+
+
+@given(arrays(np.float64, st.integers(1, 50), elements=finite))
+def test_wrap_angle_on_tensors_agrees_with_numpy(angles):
+    tensor = torch.from_numpy(angles)
+    wrapped = wrap_angle(tensor)
+    assert isinstance(wrapped, torch.Tensor) and wrapped.dtype == torch.float64
+    assert bool((wrapped >= -math.pi).all()) and bool((wrapped < math.pi).all())
+    whole_turns(angles - wrapped.numpy(), np.abs(angles))
+    # the same angle as the NumPy path (both may round differently next to ±π: compare on the circle)
+    gap = wrap_angle(wrapped.numpy() - wrap_angle(angles))
+    np.testing.assert_allclose(gap, 0, rtol=0, atol=1e-12 + 4e-16 * float(np.abs(angles).max()))
+    assert torch.equal(wrap_angle(wrapped), wrapped)  # idempotent
+
+
+@given(arrays(np.float32, st.integers(1, 50), elements=st.floats(-1e3, 1e3, width=32)))
+def test_wrap_angle_keeps_a_float32_tensor_float32(angles):
+    wrapped = wrap_angle(torch.from_numpy(angles))
+    assert wrapped.dtype == torch.float32
+    pi = torch.tensor(math.pi, dtype=torch.float32)  # float32's π, a hair above π
+    assert bool((wrapped >= -pi).all()) and bool((wrapped < pi).all())
+    np.testing.assert_allclose(np.sin(wrapped.double().numpy()), np.sin(angles.astype(np.float64)), atol=2e-4)
+    np.testing.assert_allclose(np.cos(wrapped.double().numpy()), np.cos(angles.astype(np.float64)), atol=2e-4)
+
+
+def test_wrap_angle_tensor_edges_and_shape():
+    angles = torch.tensor([[math.pi, -math.pi, 3 * math.pi], [0.0, 2 * math.pi, -2.5]], dtype=torch.float64)
+    expected = torch.tensor([[-math.pi, -math.pi, -math.pi], [0.0, 0.0, -2.5]], dtype=torch.float64)
+    torch.testing.assert_close(wrap_angle(angles), expected, atol=1e-12, rtol=0)
+    # atan2 gives (-π, π]: π, in float32 too, becomes -π and the rest is unchanged
+    yaw = torch.atan2(torch.tensor([0.0, -0.0, 1.0, -1.0]), torch.tensor([-1.0, -1.0, 0.3, -0.3]))
+    wrapped = wrap_angle(yaw)
+    assert wrapped[0] == -torch.tensor(math.pi) and torch.equal(wrapped[1:], yaw[1:])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays(np.float64, st.integers(1, 20), elements=finite),
+    arrays(np.float64, (2,), elements=st.floats(-100, 100)),
+)
+def test_rotate_xy_numpy_torch_and_rotation_matrices_agree(angles, xy):
+    vectors = np.broadcast_to(xy, (len(angles), 2))
+    x, y = rotate_xy(vectors, angles)
+    expected = np.einsum("mij,mj->mi", rotation_z(angles)[:, :2, :2], vectors)
+    np.testing.assert_allclose(np.stack([x, y], -1), expected, atol=1e-9)
+    tx, ty = rotate_xy(torch.from_numpy(vectors.copy()), torch.from_numpy(angles))
+    assert isinstance(tx, torch.Tensor) and tx.dtype == torch.float64
+    np.testing.assert_allclose(np.stack([tx.numpy(), ty.numpy()], -1), expected, atol=1e-9)
 
 
 def random_boxes(rng: np.random.Generator, m: int) -> np.ndarray:
