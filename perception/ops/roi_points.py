@@ -1,0 +1,173 @@
+"""RoI point pooling: the points inside each region of interest (a box), and those points in its frame.
+
+A two-stage detector's second stage looks at the raw points of each first-stage proposal (LiDAR
+R-CNN, PointRCNN's RoI point pool). :func:`roi_points` picks, for each RoI enlarged by a ratio and a
+margin, up to ``num_points`` of the points inside it, by a key: random (training) or a fixed hash of
+the point's coordinates (inference), so the choice does not depend on the order of the points. RoIs
+holding fewer points repeat them (a max-pool over the points does not notice). Finding the points in
+the RoIs runs a numba kernel on the CPU (points sorted by x once, each RoI scans the slab within its
+circumscribed radius) and tensor ops on other devices; both give the same (RoI, point) pairs.
+:func:`points_in_roi_frame` then expresses the pooled points in each RoI's frame.
+
+Boxes are ``[x, y, z, l, w, h, yaw]`` in the lidar frame (metres, ``(x, y, z)`` the centre, yaw
+counter-clockwise from +x; :mod:`perception.geometry.boxes`). A RoI's frame has its origin at the
+RoI's centre, x along its heading, y to its left, z up.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+from perception.geometry.boxes import rotate_xy
+
+__all__ = ["points_in_roi_frame", "roi_points"]
+
+# Tests set this to route CPU tensors through the tensor path (the one other devices take).
+_TORCH_ON_CPU = False
+
+
+def _coordinate_hash(xyz: torch.Tensor) -> torch.Tensor:
+    """(N, 3) → (N,) float64 in [0, 1): a fixed pseudo-random key of each point's coordinates."""
+    v = xyz.double()
+    h = torch.sin(v[:, 0] * 12.9898 + v[:, 1] * 78.233 + v[:, 2] * 37.719) * 43758.5453
+    return h - torch.floor(h)
+
+
+@numba.njit(cache=True)
+def _pairs_in_rois(xyz, rois, half):  # pragma: no cover - numba
+    """(roi, point) index pairs of the points inside each enlarged RoI, by RoI then point (CPU).
+
+    ``xyz`` (N, 3), ``rois`` (R, 7) and ``half`` (R, 3) half extents are float64 arrays. Points are
+    sorted by x once; each RoI scans only the slab of points within its circumscribed radius in x.
+    """
+    r = rois.shape[0]
+    order = np.argsort(xyz[:, 0])
+    xs = xyz[order]
+    lo = np.empty(r, np.int64)
+    hi = np.empty(r, np.int64)
+    for j in range(r):
+        radius = np.sqrt(half[j, 0] ** 2 + half[j, 1] ** 2)
+        lo[j] = np.searchsorted(xs[:, 0], rois[j, 0] - radius)
+        hi[j] = np.searchsorted(xs[:, 0], rois[j, 0] + radius, side="right")
+    counts = np.zeros(r, np.int64)
+    roi_out = np.empty(0, np.int64)
+    point_out = np.empty(0, np.int64)
+    pos = 0
+    for pass_ in range(2):
+        if pass_ == 1:
+            roi_out = np.empty(counts.sum(), np.int64)
+            point_out = np.empty(counts.sum(), np.int64)
+        for j in range(r):
+            cx, cy, cz = rois[j, 0], rois[j, 1], rois[j, 2]
+            c, s = np.cos(rois[j, 6]), np.sin(rois[j, 6])
+            hx, hy, hz = half[j, 0], half[j, 1], half[j, 2]
+            r2 = hx * hx + hy * hy
+            start = pos
+            for k in range(lo[j], hi[j]):
+                dx, dy, dz = xs[k, 0] - cx, xs[k, 1] - cy, xs[k, 2] - cz
+                if abs(dz) > hz or dx * dx + dy * dy > r2:
+                    continue
+                lx, ly = dx * c + dy * s, -dx * s + dy * c
+                if abs(lx) <= hx and abs(ly) <= hy:
+                    if pass_ == 0:
+                        counts[j] += 1
+                    else:
+                        roi_out[pos] = j
+                        point_out[pos] = order[k]
+                        pos += 1
+            if pass_ == 1:
+                point_out[start:pos].sort()  # by point index within the RoI, as the tensor path
+    return roi_out, point_out
+
+
+def _pairs_torch(
+    xyz: torch.Tensor, rois: torch.Tensor, half: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_pairs_in_rois` with tensor ops (any device): a circle test in BEV, then the exact
+    rotated test on the survivors. (N, 3), (R, 7), (R, 3) → two (Q,) int64, by RoI then point."""
+    radius = half[:, :2].norm(dim=1)  # (R,)
+    dxy = xyz[None, :, :2] - rois[:, None, :2]  # (R, N, 2)
+    near = (dxy.square().sum(-1) <= radius[:, None].square()) & (
+        (xyz[None, :, 2] - rois[:, None, 2]).abs() <= half[:, None, 2]
+    )
+    roi_index, point_index = near.nonzero(as_tuple=True)
+    lx, ly = rotate_xy(dxy[roi_index, point_index], -rois[roi_index, 6])
+    inside = (lx.abs() <= half[roi_index, 0]) & (ly.abs() <= half[roi_index, 1])
+    return roi_index[inside], point_index[inside]
+
+
+def roi_points(
+    points: torch.Tensor,
+    rois: torch.Tensor,
+    num_points: int,
+    enlarge_ratio: float = 1.2,
+    enlarge_margin: float = 0.2,
+    generator: torch.Generator | None = None,
+    random: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose up to ``num_points`` points inside each RoI of one sample (enlarged), repeating when fewer.
+
+    Args:
+        points: (N, C) float, the sample's points, x, y, z first (lidar frame, metres).
+        rois: (R, 7) float boxes (lidar frame).
+        num_points: P, points per RoI.
+        enlarge_ratio, enlarge_margin: a point is in RoI r when, in the RoI's frame, each coordinate's
+            magnitude is at most ``extent / 2 · enlarge_ratio + enlarge_margin`` (faces inclusive).
+        generator: random keys come from it (``random=True``; a CPU generator).
+        random: choose the points at random (training); otherwise by a hash of their coordinates
+            (deterministic and independent of the points' order).
+
+    Returns:
+        index: (R, P) int64 indices into ``points`` (0 where the RoI holds no point), on the points'
+        device; each RoI's first ``min(P, count)`` entries are distinct, then they repeat in order;
+        count: (R,) int64 number of points found in each RoI (before capping at P).
+    """
+    r, device = rois.shape[0], points.device
+    if r == 0 or points.shape[0] == 0:
+        return (
+            torch.zeros(r, num_points, dtype=torch.long, device=device),
+            torch.zeros(r, dtype=torch.long, device=device),
+        )
+    xyz = points[:, :3].float()
+    rois = rois.float()
+    half = rois[:, 3:6] / 2 * enlarge_ratio + enlarge_margin  # (R, 3)
+    if device.type == "cpu" and not _TORCH_ON_CPU:
+        roi_np, point_np = _pairs_in_rois(xyz.double().numpy(), rois.double().numpy(), half.double().numpy())
+        roi_index, point_index = torch.from_numpy(roi_np), torch.from_numpy(point_np)
+    else:
+        roi_index, point_index = _pairs_torch(xyz, rois, half)
+    if random:
+        key = torch.rand(point_index.shape[0], generator=generator, dtype=torch.float64, device="cpu")
+        key = key.to(device)
+    else:
+        key = _coordinate_hash(xyz)[point_index]
+    order = torch.argsort(roi_index.double() * 2 + key)  # by RoI, then by key
+    point_index = point_index[order]
+    count = torch.bincount(roi_index, minlength=r)
+    start = torch.cumsum(count, 0) - count
+    slot = torch.arange(num_points, device=device)
+    position = start[:, None] + slot[None, :] % count.clamp(min=1)[:, None]
+    if point_index.numel() == 0:
+        return torch.zeros(r, num_points, dtype=torch.long, device=device), count
+    index = point_index[position.clamp(max=point_index.numel() - 1)]
+    index = torch.where(count[:, None] > 0, index, torch.zeros_like(index))
+    return index, count
+
+
+def points_in_roi_frame(points: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+    """Points in the frame of their RoI (a rigid transform: translate by -centre, rotate by -yaw).
+
+    Args:
+        points: (R, P, ≥3) float, each RoI's points, x, y, z first (lidar frame); further columns
+            are ignored.
+        rois: (R, 7) float boxes (lidar frame).
+
+    Returns:
+        (R, P, 3) in the inputs' (promoted) dtype: x along the RoI's heading, y to its left, z up,
+        metres from its centre.
+    """
+    local = points[..., :3] - rois[:, None, :3]
+    lx, ly = rotate_xy(local[..., :2], -rois[:, None, 6])
+    return torch.stack([lx, ly, local[..., 2]], dim=-1)
