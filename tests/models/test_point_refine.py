@@ -1,5 +1,6 @@
-"""The second stage: residual coding, point pooling against the geometry reference, permutation
-invariance, and a refiner that learns to pull jittered boxes onto the objects."""
+"""The second stage: its point features, permutation invariance, and a refiner that learns to pull
+jittered boxes onto the objects (the RoI pooling op: tests/ops/test_roi_points.py; the residual
+coding: tests/geometry/test_box_coder.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_detector import box_points, pointpillars, synthetic_batch
+from test_detector import pointpillars, synthetic_batch
 
-from perception.geometry.boxes import points_in_boxes_mask
 from perception.models import Detector, PointRefinementHead
-from perception.models.heads.point_refine import (
-    canonical_point_features,
-    decode_residuals,
-    encode_residuals,
-    roi_points,
-)
+from perception.models.heads.point_refine import canonical_point_features
 from perception.ops.iou3d import boxes_iou3d
 from perception.structures import Detections
 
@@ -33,36 +28,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def random_boxes(g: torch.Generator, n: int) -> torch.Tensor:
-    low = torch.tensor([0.0, -20.0, -2.0, 0.5, 0.5, 0.5, -math.pi])
-    span = torch.tensor([40.0, 40.0, 2.0, 4.0, 2.0, 2.0, 2 * math.pi])
-    return torch.rand(n, 7, generator=g, dtype=torch.float64).float() * span + low
-
-
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), flip=st.booleans())
-def test_residuals_round_trip_and_stay_within_a_quarter_turn(seed: int, flip: bool) -> None:
-    g = torch.Generator().manual_seed(seed)
-    rois = random_boxes(g, 20)
-    boxes = rois.clone()
-    boxes[:, :3] += torch.randn(20, 3, generator=g) * 0.3
-    boxes[:, 3:6] *= torch.exp(torch.randn(20, 3, generator=g) * 0.1)
-    boxes[:, 6] += torch.randn(20, generator=g) * 0.2 + (math.pi if flip else 0.0)
-    residuals = encode_residuals(rois, boxes)
-    assert (residuals[:, 6].abs() <= math.pi / 2 + 1e-6).all()
-    decoded = decode_residuals(rois, residuals)
-    torch.testing.assert_close(decoded[:, :6], boxes[:, :6], atol=1e-4, rtol=1e-5)
-    # the same box, possibly turned by π: the 3D IoU is 1
-    iou = boxes_iou3d(decoded.double(), boxes.double()).diagonal()
-    assert (iou > 0.999).all(), iou
-    assert ((decoded[:, 6] >= -math.pi) & (decoded[:, 6] < math.pi)).all()
-
-
-def test_zero_residual_decodes_to_the_roi() -> None:
-    rois = random_boxes(torch.Generator().manual_seed(1), 10)
-    torch.testing.assert_close(decode_residuals(rois, torch.zeros(10, 7)), rois, atol=1e-5, rtol=0)
-
-
 def test_canonical_features_put_a_box_corner_on_its_faces() -> None:
     roi = torch.tensor([[3.0, 4.0, -1.0, 4.0, 2.0, 1.5, math.pi / 2]])
     # the front-left-top corner: 2 m along the heading (+y), 1 m to its left (-x), 0.75 m up
@@ -71,37 +36,6 @@ def test_canonical_features_put_a_box_corner_on_its_faces() -> None:
     torch.testing.assert_close(f[:3], torch.tensor([2.0, 1.0, 0.75]), atol=1e-5, rtol=0)
     torch.testing.assert_close(f[3:9], torch.tensor([0.0, 4.0, 0.0, 2.0, 0.0, 1.5]), atol=1e-5, rtol=0)
     assert f[9] == 0.5
-
-
-def test_roi_points_are_the_points_in_the_enlarged_boxes() -> None:
-    g = torch.Generator().manual_seed(2)
-    rois = random_boxes(g, 12)
-    points = torch.rand(20000, 4, generator=g) * torch.tensor([44.0, 44.0, 4.0, 1.0]) + torch.tensor(
-        [-2.0, -22.0, -3.0, 0.0]
-    )
-    ratio, margin = 1.2, 0.2
-    index, count = roi_points(points, rois, 64, ratio, margin)
-    enlarged = rois.clone().double()
-    enlarged[:, 3:6] = enlarged[:, 3:6] * ratio + 2 * margin
-    reference = points_in_boxes_mask(points.double().numpy(), enlarged.numpy())  # (N, R)
-    np.testing.assert_array_equal(count.numpy(), reference.sum(0))
-    for r in range(len(rois)):
-        chosen = set(index[r].tolist())
-        inside = set(np.flatnonzero(reference[:, r]).tolist())
-        if count[r] == 0:
-            assert chosen == {0}
-        else:
-            assert chosen <= inside and len(chosen) == min(64, int(count[r]))
-
-
-def test_roi_points_choice_does_not_depend_on_the_order_of_the_points() -> None:
-    g = torch.Generator().manual_seed(3)
-    box = torch.tensor([5.0, 1.0, -1.0, 4.0, 1.8, 1.6, 0.4])
-    points = torch.cat([box_points(box, 500, g), torch.rand(500, 1, generator=g)], dim=1)
-    perm = torch.randperm(len(points), generator=g)
-    a, _ = roi_points(points, box[None], 32)
-    b, _ = roi_points(points[perm], box[None], 32)
-    assert {tuple(p) for p in points[a[0]].tolist()} == {tuple(p) for p in points[perm][b[0]].tolist()}
 
 
 @settings(max_examples=10, deadline=None)
@@ -200,18 +134,3 @@ def test_refiner_and_head_must_agree_on_the_classes() -> None:
     base = pointpillars()
     with pytest.raises(ValueError, match="classes"):
         Detector(base.encoder, None, base.backbone_2d, base.head, PointRefinementHead(num_classes=3))
-
-
-def test_roi_point_pairs_agree_between_the_numba_and_tensor_paths() -> None:
-    from perception.models.heads.point_refine import _pairs_in_rois, _pairs_torch
-
-    g = torch.Generator().manual_seed(4)
-    rois = random_boxes(g, 9).double()
-    low = torch.tensor([-2.0, -22.0, -3.0], dtype=torch.float64)
-    points = torch.rand(5000, 3, generator=g, dtype=torch.float64) * torch.tensor([44.0, 44.0, 4.0]) + low
-    half = rois[:, 3:6] * 0.6 + 0.2
-    r_nb, p_nb = _pairs_in_rois(points.numpy(), rois.numpy(), half.numpy())
-    r_t, p_t = _pairs_torch(points, rois, half)
-    pairs_nb = sorted(zip(r_nb.tolist(), p_nb.tolist(), strict=True))
-    assert pairs_nb == sorted(zip(r_t.tolist(), p_t.tolist(), strict=True))
-    assert len(r_nb) > 0

@@ -10,7 +10,8 @@ Targets (:meth:`CenterHead.encode_targets`), per object of a training class whos
 the map: a Gaussian on its class's heatmap, centred on that cell, with CornerNet's radius
 (:func:`gaussian_radius`, at least ``min_radius`` cells) and σ = (2r + 1) / 6, merged by maximum; and at
 the centre cell the regression target ``[x/cx - ix, y/cy - iy, z, log l, log w, log h, sin yaw, cos yaw]``
-(the first two relative to the map's corner): the sub-cell offset (in cells, [0, 1)), z, log dims, yaw.
+(the first two relative to the map's corner): the sub-cell offset (in cells, [0, 1)), z, log dims, yaw
+(:func:`perception.geometry.box_coder.encode_centerpoint`; decoded by ``decode_centerpoint``).
 
 Loss (:meth:`CenterHead.loss`): CenterNet's focal loss on the heatmap (α = 2, β = 4, predictions
 clamped to [1e-4, 1 - 1e-4], summed and divided by the number of objects) plus
@@ -24,7 +25,6 @@ those cells, then rotated BEV NMS per class (:func:`perception.ops.iou3d.nms_bev
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from perception.geometry.box_coder import CENTERPOINT_CHANNELS, decode_centerpoint, encode_centerpoint
 from perception.ops.iou3d import nms_bev
 from perception.ops.voxelize import grid_shape
 from perception.structures import Detections
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 # Regression channels in the order of ``HeadOutput.regression()`` and ``CenterTargets.regression``.
-REGRESSION_CHANNELS = ("offset_x", "offset_y", "z", "log_l", "log_w", "log_h", "sin_yaw", "cos_yaw")
+REGRESSION_CHANNELS = CENTERPOINT_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -299,23 +300,18 @@ class CenterHead(nn.Module):
         per_sample = []
         for b, (bx, lb) in enumerate(zip(boxes, labels, strict=True)):
             bx, lb = bx.to(device=device, dtype=torch.float32), lb.to(device=device, dtype=torch.long)
-            fx = (bx[:, 0] - self.point_cloud_range[0]) / self.cell_size[0]
-            fy = (bx[:, 1] - self.point_cloud_range[1]) / self.cell_size[1]
-            ix, iy = torch.floor(fx), torch.floor(fy)
+            cells, regression = encode_centerpoint(bx, self.point_cloud_range[:2], self.cell_size)
+            ix, iy = cells.unbind(1)
             keep = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h) & (lb >= 0) & (lb < k)
             index = keep.nonzero().squeeze(1)[: self.max_objects]
-            bx, lb, fx, fy, ix, iy = bx[index], lb[index], fx[index], fy[index], ix[index], iy[index]
+            bx, lb, ix, iy, regression = bx[index], lb[index], ix[index], iy[index], regression[index]
             dims = bx[:, 3:6].clamp(min=1e-3)
-            regression = torch.stack(
-                [fx - ix, fy - iy, bx[:, 2], *dims.log().unbind(1), torch.sin(bx[:, 6]), torch.cos(bx[:, 6])],
-                dim=1,
-            )
             radius = gaussian_radius(
                 dims[:, 0] / self.cell_size[0], dims[:, 1] / self.cell_size[1], self.gaussian_overlap
             )
             radius = radius.floor().clamp(min=self.min_radius).long()
-            self._draw_gaussians(heatmap[b], lb, iy.long(), ix.long(), radius)
-            cell = iy.long() * w + ix.long()
+            self._draw_gaussians(heatmap[b], lb, iy, ix, radius)
+            cell = iy * w + ix
             per_sample.append((torch.full_like(lb, b), cell, lb, regression))
         if not per_sample:
             empty = torch.zeros(0, dtype=torch.long, device=device)
@@ -398,13 +394,8 @@ class CenterHead(nn.Module):
         reg = torch.gather(reg, 2, cell.unsqueeze(1).expand(-1, reg.shape[1], -1)).transpose(
             1, 2
         )  # (B, T, 8)
-        iy, ix = (cell // w).float(), (cell % w).float()
-        x = (ix + reg[..., 0]) * self.cell_size[0] + self.point_cloud_range[0]
-        y = (iy + reg[..., 1]) * self.cell_size[1] + self.point_cloud_range[1]
-        dims = reg[..., 3:6].clamp(max=8.0).exp()
-        yaw = torch.atan2(reg[..., 6], reg[..., 7])
-        yaw = torch.where(yaw >= math.pi, yaw - 2 * math.pi, yaw)  # atan2 gives (-π, π]: wrap π to -π
-        boxes = torch.cat([x.unsqueeze(-1), y.unsqueeze(-1), reg[..., 2:3], dims, yaw.unsqueeze(-1)], dim=-1)
+        cells = torch.stack([cell % w, cell // w], dim=-1)  # (B, T, 2) [ix, iy]
+        boxes = decode_centerpoint(reg, cells, self.point_cloud_range[:2], self.cell_size)
         return [self._select(boxes[i], top_scores[i], labels[i]) for i in range(b)]
 
     def _select(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> Detections:

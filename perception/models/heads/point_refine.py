@@ -5,17 +5,17 @@ pillars; what it gets least right is what pillars blur: the box's vertical exten
 length and heading. This stage looks at the points themselves. For every proposal box (a region of
 interest, RoI) it
 
-1. **pools points** (:func:`roi_points`): up to ``points_per_roi`` points inside the RoI enlarged by
+1. **pools points** (:func:`perception.ops.roi_points.roi_points`): up to ``points_per_roi`` points inside the RoI enlarged by
    ``enlarge_ratio`` and ``enlarge_margin``, chosen by a key — random while training, a hash of the
    point's coordinates otherwise, so the choice (and the output) does not depend on the order of the
    points; RoIs with fewer points repeat them, which a max-pool does not notice;
 2. **canonicalises** them (:func:`canonical_point_features`): the points in the RoI's frame (origin
-   at its centre, x along its heading), their offsets to the RoI's six faces (which tell the network
+   at its centre, x along its heading; :func:`perception.ops.roi_points.points_in_roi_frame`), their offsets to the RoI's six faces (which tell the network
    the proposal's size: LiDAR R-CNN's "boundary offsets"), and the point attributes;
 3. runs a **PointNet** (shared MLP, max over the RoI's points, permutation-invariant), adds the RoI's
    class and range, and predicts an **IoU score** and a **box residual** in the RoI's frame
-   (:func:`encode_residuals` / :func:`decode_residuals`): ``[dx / d, dy / d, dz / h, log(l' / l),
-   log(w' / w), log(h' / h), Δyaw]`` with ``d = sqrt(l² + w²)``.
+   (:func:`perception.geometry.box_coder.encode_roi_residuals` / ``decode_roi_residuals``):
+   ``[dx / d, dy / d, dz / h, log(l' / l), log(w' / w), log(h' / h), Δyaw]`` with ``d = sqrt(l² + w²)``.
 
 Training (:meth:`PointRefinementHead.loss`) samples RoIs from the first stage's decoded detections
 (detached: no gradient flows back) and from jittered copies of the ground truth (so the stage
@@ -35,164 +35,20 @@ from +x). Everything runs in float32 whatever the surrounding autocast.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
-import numba
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from perception.geometry.box_coder import decode_roi_residuals, encode_roi_residuals
+from perception.geometry.boxes import wrap_angle
 from perception.models.heads.center_head import class_thresholds, select_detections
 from perception.ops.iou3d import boxes_iou3d
+from perception.ops.roi_points import points_in_roi_frame, roi_points
 from perception.structures import Detections
 
-__all__ = [
-    "PointRefinementHead",
-    "canonical_point_features",
-    "decode_residuals",
-    "encode_residuals",
-    "roi_points",
-]
-
-
-def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
-    """Angles (radians, any shape) wrapped to [-π, π)."""
-    wrapped = torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
-    return torch.where(wrapped >= math.pi, wrapped - 2 * math.pi, wrapped)
-
-
-def _rotate_z(xy: torch.Tensor, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate (…, 2) vectors by ``angle`` (broadcastable to …) counter-clockwise; returns x and y."""
-    c, s = torch.cos(angle), torch.sin(angle)
-    return xy[..., 0] * c - xy[..., 1] * s, xy[..., 0] * s + xy[..., 1] * c
-
-
-def _coordinate_hash(xyz: torch.Tensor) -> torch.Tensor:
-    """(N, 3) → (N,) float64 in [0, 1): a fixed pseudo-random key of each point's coordinates."""
-    v = xyz.double()
-    h = torch.sin(v[:, 0] * 12.9898 + v[:, 1] * 78.233 + v[:, 2] * 37.719) * 43758.5453
-    return h - torch.floor(h)
-
-
-@numba.njit(cache=True)
-def _pairs_in_rois(xyz, rois, half):  # pragma: no cover - numba
-    """(roi, point) index pairs of the points inside each enlarged RoI, by RoI then point (CPU).
-
-    Points are sorted by x once; each RoI scans only the slab of points within its circumscribed
-    radius in x.
-    """
-    r = rois.shape[0]
-    order = np.argsort(xyz[:, 0])
-    xs = xyz[order]
-    lo = np.empty(r, np.int64)
-    hi = np.empty(r, np.int64)
-    for j in range(r):
-        radius = np.sqrt(half[j, 0] ** 2 + half[j, 1] ** 2)
-        lo[j] = np.searchsorted(xs[:, 0], rois[j, 0] - radius)
-        hi[j] = np.searchsorted(xs[:, 0], rois[j, 0] + radius, side="right")
-    counts = np.zeros(r, np.int64)
-    roi_out = np.empty(0, np.int64)
-    point_out = np.empty(0, np.int64)
-    pos = 0
-    for pass_ in range(2):
-        if pass_ == 1:
-            roi_out = np.empty(counts.sum(), np.int64)
-            point_out = np.empty(counts.sum(), np.int64)
-        for j in range(r):
-            cx, cy, cz = rois[j, 0], rois[j, 1], rois[j, 2]
-            c, s = np.cos(rois[j, 6]), np.sin(rois[j, 6])
-            hx, hy, hz = half[j, 0], half[j, 1], half[j, 2]
-            r2 = hx * hx + hy * hy
-            start = pos
-            for k in range(lo[j], hi[j]):
-                dx, dy, dz = xs[k, 0] - cx, xs[k, 1] - cy, xs[k, 2] - cz
-                if abs(dz) > hz or dx * dx + dy * dy > r2:
-                    continue
-                lx, ly = dx * c + dy * s, -dx * s + dy * c
-                if abs(lx) <= hx and abs(ly) <= hy:
-                    if pass_ == 0:
-                        counts[j] += 1
-                    else:
-                        roi_out[pos] = j
-                        point_out[pos] = order[k]
-                        pos += 1
-            if pass_ == 1:
-                point_out[start:pos].sort()  # by point index within the RoI, as the tensor path
-    return roi_out, point_out
-
-
-def _pairs_torch(
-    xyz: torch.Tensor, rois: torch.Tensor, half: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_pairs_in_rois` with tensor ops (any device)."""
-    radius = half[:, :2].norm(dim=1)  # (R,)
-    dxy = xyz[None, :, :2] - rois[:, None, :2]  # (R, N, 2)
-    near = (dxy.square().sum(-1) <= radius[:, None].square()) & (
-        (xyz[None, :, 2] - rois[:, None, 2]).abs() <= half[:, None, 2]
-    )
-    roi_index, point_index = near.nonzero(as_tuple=True)
-    lx, ly = _rotate_z(dxy[roi_index, point_index], -rois[roi_index, 6])
-    inside = (lx.abs() <= half[roi_index, 0]) & (ly.abs() <= half[roi_index, 1])
-    return roi_index[inside], point_index[inside]
-
-
-def roi_points(
-    points: torch.Tensor,
-    rois: torch.Tensor,
-    num_points: int,
-    enlarge_ratio: float = 1.2,
-    enlarge_margin: float = 0.2,
-    generator: torch.Generator | None = None,
-    random: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Choose up to ``num_points`` points inside each RoI of one sample (enlarged), repeating when fewer.
-
-    Args:
-        points: (N, C) float, the sample's points, x, y, z first (lidar frame).
-        rois: (R, 7) float boxes.
-        num_points: P, points per RoI.
-        enlarge_ratio, enlarge_margin: a point is in RoI r when, in the RoI's frame, each coordinate's
-            magnitude is at most ``extent / 2 · enlarge_ratio + enlarge_margin``.
-        generator: random keys come from it (``random=True``).
-        random: choose the points at random (training); otherwise by a hash of their coordinates
-            (deterministic and independent of the points' order).
-
-    Returns:
-        index: (R, P) int64 indices into ``points`` (0 where the RoI holds no point);
-        count: (R,) int64 number of points found in each RoI (before capping at P).
-    """
-    r, device = rois.shape[0], points.device
-    if r == 0 or points.shape[0] == 0:
-        return (
-            torch.zeros(r, num_points, dtype=torch.long, device=device),
-            torch.zeros(r, dtype=torch.long, device=device),
-        )
-    xyz = points[:, :3].float()
-    rois = rois.float()
-    half = rois[:, 3:6] / 2 * enlarge_ratio + enlarge_margin  # (R, 3)
-    if device.type == "cpu":
-        roi_np, point_np = _pairs_in_rois(xyz.double().numpy(), rois.double().numpy(), half.double().numpy())
-        roi_index, point_index = torch.from_numpy(roi_np), torch.from_numpy(point_np)
-    else:  # a circle test in BEV, then the exact rotated test on the survivors
-        roi_index, point_index = _pairs_torch(xyz, rois, half)
-    if random:
-        key = torch.rand(point_index.shape[0], generator=generator, dtype=torch.float64, device="cpu")
-        key = key.to(device)
-    else:
-        key = _coordinate_hash(xyz)[point_index]
-    order = torch.argsort(roi_index.double() * 2 + key)  # by RoI, then by key
-    point_index = point_index[order]
-    count = torch.bincount(roi_index, minlength=r)
-    start = torch.cumsum(count, 0) - count
-    slot = torch.arange(num_points, device=device)
-    position = start[:, None] + slot[None, :] % count.clamp(min=1)[:, None]
-    if point_index.numel() == 0:
-        return torch.zeros(r, num_points, dtype=torch.long, device=device), count
-    index = point_index[position.clamp(max=point_index.numel() - 1)]
-    index = torch.where(count[:, None] > 0, index, torch.zeros_like(index))
-    return index, count
+__all__ = ["PointRefinementHead", "canonical_point_features"]
 
 
 def canonical_point_features(points: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
@@ -207,42 +63,11 @@ def canonical_point_features(points: torch.Tensor, rois: torch.Tensor) -> torch.
         heading, metres); the offsets to the faces ``l/2 - x, l/2 + x, w/2 - y, w/2 + y, h/2 - z, h/2 + z``;
         the attributes.
     """
-    rois = rois.float()
-    local = points[..., :3].float() - rois[:, None, :3]
-    lx, ly = _rotate_z(local[..., :2], -rois[:, None, 6])
-    lz = local[..., 2]
-    half = rois[:, None, 3:6] / 2  # (R, 1, 3)
+    lx, ly, lz = points_in_roi_frame(points[..., :3].float(), rois.float()).unbind(-1)
+    half = rois[:, None, 3:6].float() / 2  # (R, 1, 3)
     faces = [half[..., 0] - lx, half[..., 0] + lx, half[..., 1] - ly, half[..., 1] + ly]
     faces += [half[..., 2] - lz, half[..., 2] + lz]
     return torch.cat([torch.stack([lx, ly, lz, *faces], dim=-1), points[..., 3:].float()], dim=-1)
-
-
-def encode_residuals(rois: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """(R, 7) targets of ``boxes`` relative to ``rois`` (both (R, 7)), in the RoI's frame.
-
-    ``[dx / d, dy / d, dz / h, log(l' / l), log(w' / w), log(h' / h), Δyaw]`` with (dx, dy) the centre
-    offset rotated into the RoI's frame, ``d = sqrt(l² + w²)``, and Δyaw the heading difference
-    wrapped to [-π/2, π/2) (a box turned by π is the same box).
-    """
-    rois, boxes = rois.float(), boxes.float()
-    diagonal = rois[:, 3:5].norm(dim=1).clamp(min=1e-3)
-    dx, dy = _rotate_z(boxes[:, :2] - rois[:, :2], -rois[:, 6])
-    dz = (boxes[:, 2] - rois[:, 2]) / rois[:, 5].clamp(min=1e-3)
-    dims = torch.log(boxes[:, 3:6].clamp(min=1e-3) / rois[:, 3:6].clamp(min=1e-3))
-    dyaw = wrap_angle(boxes[:, 6] - rois[:, 6])
-    dyaw = torch.remainder(dyaw + math.pi / 2, math.pi) - math.pi / 2
-    return torch.stack([dx / diagonal, dy / diagonal, dz, *dims.unbind(1), dyaw], dim=1)
-
-
-def decode_residuals(rois: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`encode_residuals`: (R, 7) RoIs and residuals → (R, 7) boxes, yaw in [-π, π)."""
-    rois, residuals = rois.float(), residuals.float()
-    diagonal = rois[:, 3:5].norm(dim=1).clamp(min=1e-3)
-    dx, dy = _rotate_z(residuals[:, :2] * diagonal[:, None], rois[:, 6])
-    z = rois[:, 2] + residuals[:, 2] * rois[:, 5]
-    dims = rois[:, 3:6] * residuals[:, 3:6].clamp(max=3.0).exp()
-    yaw = wrap_angle(rois[:, 6] + residuals[:, 6])
-    return torch.cat([torch.stack([rois[:, 0] + dx, rois[:, 1] + dy, z], 1), dims, yaw[:, None]], dim=1)
 
 
 def _mlp(channels: Sequence[int]) -> nn.Sequential:
@@ -471,7 +296,7 @@ class PointRefinementHead(nn.Module):
         score_loss = F.binary_cross_entropy_with_logits(logits, score_target)
         fg = iou >= self.regression_iou
         if fg.any():
-            target = encode_residuals(roi[fg], box[fg])
+            target = encode_roi_residuals(roi[fg].float(), box[fg].float())
             box_loss = F.smooth_l1_loss(residuals[fg], target, beta=1.0 / 9.0, reduction="sum") / fg.sum()
         else:
             box_loss = residuals.sum() * 0.0
@@ -498,7 +323,7 @@ class PointRefinementHead(nn.Module):
             if n == 0:
                 out.append(det)
                 continue
-            boxes = decode_residuals(det.boxes.float(), residuals[start : start + n])
+            boxes = decode_roi_residuals(det.boxes.float(), residuals[start : start + n].float())
             iou_score = torch.sigmoid(logits[start : start + n])
             start += n
             if self.score_fusion == "sqrt":
