@@ -114,7 +114,9 @@ def train(args: argparse.Namespace) -> dict:
     checkpoint = cli.trainer.checkpoint_callback
     return {
         "metrics": dict(cli.model.last_metrics),
-        "classes": [c for e in cli.model.evaluators if isinstance(e, KittiEvaluator) for c in e.scored_classes],
+        "classes": [
+            c for e in cli.model.evaluators if isinstance(e, KittiEvaluator) for c in e.scored_classes
+        ],
         "seconds": seconds,
         "epochs": cli.trainer.current_epoch,
         "steps": cli.trainer.global_step,
