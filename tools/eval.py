@@ -166,7 +166,7 @@ def run_waymo(args: argparse.Namespace, predictor, out: Path) -> dict:
         evaluator.bind(predictor.class_names)
     except ValueError as err:
         raise EvalError(str(err)) from err
-    results = evaluate(ground_truth, predictions, classes=evaluator.metric.classes, unknown_frames="error")
+    results = evaluate(ground_truth, predictions, classes=list(evaluator.scored_classes), unknown_frames="error")
     print(format_results(results))
     (out / "metrics.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"eval: metrics in {out / 'metrics.json'}")

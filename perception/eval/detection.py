@@ -16,10 +16,11 @@ result file holds them) and :func:`waymo_objects`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from torch import nn
+from torchmetrics import Metric
 
 from perception.data.kitti import as_written, objects_from_lidar_boxes
 from perception.eval.kitti import MIN_OVERLAPS, KittiAP
@@ -92,32 +93,78 @@ def waymo_objects(detections: Detections, class_names: Sequence[str]) -> WaymoOb
     )
 
 
-def _records(batch: Batch, kind: type, evaluator: str) -> list[FrameRecord]:
-    """The batch's records, each checked to be a ``kind`` (the dataset this evaluator scores)."""
-    records = list(batch.records)
-    if len(records) != batch.batch_size:
-        raise ValueError(f"{evaluator}: the batch has {len(records)} records for {batch.batch_size} frames")
-    for frame_id, record in zip(batch.frame_ids, records, strict=True):
-        if not isinstance(record, kind):
-            raise ValueError(
-                f"{evaluator} scores samples carrying a {kind.__name__}; frame {frame_id} carries "
-                f"{type(record).__name__} (is the data module reading another dataset?)"
-            )
-    return records
-
-
 class Evaluator(nn.Module):
     """A task's metric plug-in (see the module docstring).
 
-    Subclasses implement :meth:`bind`, :meth:`update`, :meth:`compute` and :meth:`reset`, and set
-    ``headline`` (the keys worth a log line each) and ``progress_key`` (the one for the progress bar).
+    Subclasses set ``kind`` (the record their samples carry), ``known`` (the classes their metric
+    defines) and implement :meth:`make_metric` and :meth:`update`; ``progress_key`` names the result
+    for the progress bar. ``classes`` chooses what to score: None for every class of the task the
+    metric defines.
     """
 
     progress_key: str | None = None
+    kind: type = object
+
+    def __init__(self, classes: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.classes = None if classes is None else tuple(classes)
+        self.class_names: tuple[str, ...] = ()
+        self.metric: Metric | None = None
+
+    def known(self) -> Collection[str]:
+        """The class names the metric defines."""
+        raise NotImplementedError
+
+    def make_metric(self, classes: tuple[str, ...]) -> Metric:
+        """The metric over ``classes`` (called by :meth:`bind`)."""
+        raise NotImplementedError
 
     def bind(self, class_names: Sequence[str]) -> None:
-        """Called once by the task with its class names (detection labels index into them)."""
-        raise NotImplementedError
+        """Called once by the task with its class names (detection labels index into them).
+
+        Raises:
+            ValueError: ``classes`` names classes the task does not have, or (``classes`` None) no
+                class of the task is one the metric defines.
+        """
+        name, known = type(self).__name__, self.known()
+        self.class_names = tuple(class_names)
+        if self.classes is None:
+            classes = tuple(c for c in self.class_names if c in known)
+            if not classes:
+                raise ValueError(
+                    f"{name}: none of the task's classes {list(self.class_names)} is one it scores "
+                    f"({sorted(known)}); name the classes to score"
+                )
+        else:
+            missing = sorted(set(self.classes) - set(self.class_names))
+            if missing:
+                raise ValueError(f"{name}: classes {missing} are not the task's {list(self.class_names)}")
+            classes = self.classes
+        self.metric = self.make_metric(classes)
+
+    @property
+    def scored_classes(self) -> tuple[str, ...]:
+        """The classes the metric scores (after :meth:`bind`)."""
+        return () if self.metric is None else tuple(self.metric.classes)
+
+    def bound(self) -> Metric:
+        """The metric; an error before :meth:`bind`."""
+        if self.metric is None:
+            raise RuntimeError(f"{type(self).__name__}: bind(class_names) first (the task does)")
+        return self.metric
+
+    def records(self, batch: Batch) -> list[FrameRecord]:
+        """The batch's records, each checked to be this evaluator's ``kind``."""
+        name, records = type(self).__name__, list(batch.records)
+        if len(records) != batch.batch_size:
+            raise ValueError(f"{name}: the batch has {len(records)} records for {batch.batch_size} frames")
+        for frame_id, record in zip(batch.frame_ids, records, strict=True):
+            if not isinstance(record, self.kind):
+                raise ValueError(
+                    f"{name} scores samples carrying a {self.kind.__name__}; frame {frame_id} carries "
+                    f"{type(record).__name__} (is the data module reading another dataset?)"
+                )
+        return records
 
     def update(self, detections: Sequence[Detections], batch: Batch) -> None:
         """Add one batch: ``detections[i]`` are the predictions for ``batch``'s sample i."""
@@ -125,10 +172,10 @@ class Evaluator(nn.Module):
 
     def compute(self) -> dict[str, float]:
         """The metric over everything added since the last :meth:`reset` (flat keys → floats)."""
-        raise NotImplementedError
+        return self.bound().compute()
 
     def reset(self) -> None:
-        raise NotImplementedError
+        self.bound().reset()
 
     def headline(self, results: dict[str, float]) -> dict[str, float]:
         """The results worth logging every epoch (all of them by default; NaN ones left out)."""
@@ -155,6 +202,7 @@ class KittiEvaluator(Evaluator):
     """
 
     progress_key = "Car_3d/moderate_R40"
+    kind = KittiRecord
 
     def __init__(
         self,
@@ -162,62 +210,34 @@ class KittiEvaluator(Evaluator):
         overlaps: str = "strict",
         headline: Sequence[str] = ("3d/easy_R40", "3d/moderate_R40", "3d/hard_R40", "bev/moderate_R40"),
     ) -> None:
-        super().__init__()
-        self.classes = None if classes is None else tuple(classes)
+        super().__init__(classes)
+        if overlaps not in MIN_OVERLAPS:
+            raise ValueError(
+                f"KittiEvaluator: overlaps must be one of {sorted(MIN_OVERLAPS)}, got {overlaps!r}"
+            )
         self.overlaps = overlaps
         self.headline_keys = tuple(headline)
-        self.class_names: tuple[str, ...] = ()
-        self.metric: KittiAP | None = None
 
-    def bind(self, class_names: Sequence[str]) -> None:
-        self.class_names = tuple(class_names)
-        known = MIN_OVERLAPS[self.overlaps]
-        if self.classes is None:
-            classes = tuple(c for c in self.class_names if c in known)
-            if not classes:
-                raise ValueError(
-                    f"KittiEvaluator: none of the task's classes {list(self.class_names)} is a KITTI class "
-                    f"with IoU thresholds ({sorted(known)}); name the classes to score"
-                )
-        else:
-            missing = sorted(set(self.classes) - set(self.class_names))
-            if missing:
-                raise ValueError(
-                    f"KittiEvaluator: classes {missing} are not the task's {list(self.class_names)}"
-                )
-            classes = self.classes
-        self.metric = KittiAP(classes=classes, overlaps=self.overlaps)
+    def known(self) -> Collection[str]:
+        return MIN_OVERLAPS[self.overlaps]
+
+    def make_metric(self, classes: tuple[str, ...]) -> KittiAP:
         self.progress_key = f"{classes[0]}_3d/moderate_R40"
-
-    @property
-    def scored_classes(self) -> tuple[str, ...]:
-        """The classes the metric scores (after :meth:`bind`)."""
-        return () if self.metric is None else self.metric.classes
-
-    def _bound(self) -> KittiAP:
-        if self.metric is None:
-            raise RuntimeError("KittiEvaluator: bind(class_names) first (the task does)")
-        return self.metric
+        return KittiAP(classes=classes, overlaps=self.overlaps)
 
     def update(self, detections: Sequence[Detections], batch: Batch) -> None:
-        records = _records(batch, KittiRecord, "KittiEvaluator")
+        records = self.records(batch)
         rows = [
             kitti_result_objects(d, r, self.class_names) for d, r in zip(detections, records, strict=True)
         ]
-        self._bound().update(rows, [r.ground_truth() for r in records])
-
-    def compute(self) -> dict[str, float]:
-        return self._bound().compute()
-
-    def reset(self) -> None:
-        self._bound().reset()
+        self.bound().update(rows, [r.ground_truth() for r in records])
 
     def headline(self, results: dict[str, float]) -> dict[str, float]:
         keys = [f"{c}_{k}" for c in self.scored_classes for k in self.headline_keys]
         return {k: results[k] for k in keys if k in results and not math.isnan(results[k])}
 
     def curves(self) -> dict[str, np.ndarray]:
-        return dict(self._bound().last_curves)
+        return dict(self.bound().last_curves)
 
 
 class WaymoEvaluator(Evaluator):
@@ -234,48 +254,31 @@ class WaymoEvaluator(Evaluator):
     """
 
     progress_key = "VEHICLE_LEVEL_2/mAPH"
+    kind = WaymoRecord
 
     def __init__(
         self, classes: Sequence[str] | None = None, breakdowns: Sequence[str] = ("OBJECT_TYPE",)
     ) -> None:
-        super().__init__()
+        super().__init__(classes)
         unknown = sorted(set(breakdowns) - set(BREAKDOWNS))
         if unknown:
             raise ValueError(f"WaymoEvaluator: unknown breakdowns {unknown}; choose from {list(BREAKDOWNS)}")
-        self.classes = None if classes is None else tuple(classes)
         self.breakdowns = tuple(b for b in BREAKDOWNS if b == "OBJECT_TYPE" or b in breakdowns)
-        self.class_names: tuple[str, ...] = ()
-        self.metric: WaymoAP | None = None
 
-    def bind(self, class_names: Sequence[str]) -> None:
-        self.class_names = tuple(class_names)
-        classes = self.classes or tuple(c for c in self.class_names if c in IOU_THRESHOLDS)
-        if not classes:
-            raise ValueError(
-                f"WaymoEvaluator: none of the task's classes {list(self.class_names)} is a Waymo type "
-                f"({sorted(IOU_THRESHOLDS)})"
-            )
-        missing = sorted(set(classes) - set(self.class_names))
-        if missing:
-            raise ValueError(f"WaymoEvaluator: classes {missing} are not the task's {list(self.class_names)}")
-        self.metric = WaymoAP(classes=classes, breakdowns=self.breakdowns)
+    def known(self) -> Collection[str]:
+        return IOU_THRESHOLDS
+
+    def make_metric(self, classes: tuple[str, ...]) -> WaymoAP:
         self.progress_key = f"{classes[0]}_LEVEL_2/mAPH"
-
-    def _bound(self) -> WaymoAP:
-        if self.metric is None:
-            raise RuntimeError("WaymoEvaluator: bind(class_names) first (the task does)")
-        return self.metric
+        return WaymoAP(classes=classes, breakdowns=self.breakdowns)
 
     def update(self, detections: Sequence[Detections], batch: Batch) -> None:
-        records = _records(batch, WaymoRecord, "WaymoEvaluator")
+        records = self.records(batch)
         preds = [waymo_objects(d, self.class_names) for d in detections]
-        self._bound().update(preds, [r.objects for r in records])
+        self.bound().update(preds, [r.objects for r in records])
 
     def compute(self) -> dict[str, float]:
-        return {f"{key}/{m}": v for key, r in self._bound().compute().items() for m, v in r.items()}
-
-    def reset(self) -> None:
-        self._bound().reset()
+        return {f"{key}/{m}": v for key, r in self.bound().compute().items() for m, v in r.items()}
 
     def headline(self, results: dict[str, float]) -> dict[str, float]:
         return {k: v for k, v in results.items() if "RANGE" not in k and not math.isnan(v)}

@@ -71,7 +71,9 @@ class Detector(nn.Module):
                 )
         if refiner is not None and refiner.num_classes != head.num_classes:
             raise ValueError(
-                f"refiner has {refiner.num_classes} classes but the head {head.num_classes} ({head.class_names})"
+                f"the refiner's {refiner.num_classes} classes (model.model.init_args.refiner.init_args.num_classes) "
+                f"differ from the head's {head.num_classes} {head.class_names} "
+                "(model.model.init_args.head.init_args.class_names)"
             )
 
     def forward(self, batch: Batch) -> HeadOutput:

@@ -102,6 +102,11 @@ class KittiResultWriter(BasePredictionWriter):
                 folder / f"{frame_id}.txt", kitti_result_objects(det, record, class_names), fsync=False
             )
 
+    def write_outputs(self, folder: Path, outputs: Any, batch: Batch, pl_module: L.LightningModule) -> None:
+        """What a task's step returned for ``batch``, checked, as result files in ``folder``."""
+        detections = _check_outputs(outputs, batch, "KittiResultWriter")
+        self.write(folder, detections, batch, _class_names(pl_module))
+
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._cleared.discard(self.output_dir)
 
@@ -115,8 +120,7 @@ class KittiResultWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        detections = _check_outputs(prediction, batch, "KittiResultWriter")
-        self.write(self.output_dir, detections, batch, _class_names(pl_module))
+        self.write_outputs(self.output_dir, prediction, batch, pl_module)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._cleared.discard(self.validation_dir)
@@ -131,8 +135,7 @@ class KittiResultWriter(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         if self.on_validation and not trainer.sanity_checking:
-            detections = _check_outputs(outputs, batch, "KittiResultWriter")
-            self.write(self.validation_dir, detections, batch, _class_names(pl_module))
+            self.write_outputs(self.validation_dir, outputs, batch, pl_module)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._cleared.discard(self.output_dir)
@@ -147,12 +150,7 @@ class KittiResultWriter(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         if self.on_test:
-            self.write(
-                self.output_dir,
-                _check_outputs(outputs, batch, "KittiResultWriter"),
-                batch,
-                _class_names(pl_module),
-            )
+            self.write_outputs(self.output_dir, outputs, batch, pl_module)
 
 
 class WaymoSubmissionWriter(BasePredictionWriter):

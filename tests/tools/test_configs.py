@@ -7,6 +7,7 @@ the slow one runs the full grid.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -153,3 +154,29 @@ def test_waymo_config_without_data_says_where_files_go_and_how_to_convert(monkey
     readme = (REPO / "data" / "README.md").read_text()
     waymo_row = next(line for line in readme.splitlines() if line.startswith("| `data/waymo/`"))
     assert "convert_waymo.py" in waymo_row
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--data.point_cloud_range", "[0, -25.6, -3, 40, 25.6, 1]"],
+         r"data\.point_cloud_range .* differs from model\.model\.init_args\.encoder\.init_args\.point_cloud_range"),
+        (["--model.model.init_args.head.init_args.voxel_size", "[0.16, 0.16, 4.0]"],
+         r"encoder's voxel_size .* differs from the head's"),
+        (["--model.model.init_args.head.init_args.class_names", "[Car, Pedestrian]"],
+         r"model\.model\.init_args\.head\.init_args\.class_names"),
+    ],
+)  # fmt: skip
+def test_values_written_twice_must_agree_and_the_error_names_both_places(override, message, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    args = [
+        "--config",
+        str(CONFIG_DIR / "pointpillars_synthetic.yaml"),
+        "--trainer.logger",
+        "false",
+        *override,
+    ]
+    with pytest.raises((ValueError, SystemExit)) as err:  # jsonargparse may wrap a constructor's error
+        DetectionCLI(run=False, args=args)
+    text = str(err.value) if isinstance(err.value, ValueError) else str(err.value.__context__)
+    assert re.search(message, text), text
