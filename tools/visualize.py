@@ -313,7 +313,7 @@ def waymo_frames(root: Path, split: str | None, frames: list[str]) -> list[Waymo
 
 
 def load_waymo_frame(root: Path, ref: WaymoFrameRef) -> Frame:
-    """The frame's converted arrays as a :class:`~perception.data.frame.Frame`; the intensity column
+    """The frame's converted arrays as a :class:`~perception.structures.Frame`; the intensity column
     (3) through ``tanh``, as the Waymo models see it (see the module docstring)."""
     from perception.data.waymo.converted import frame_file, load_frame_arrays
     from perception.structures import Frame

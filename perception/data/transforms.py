@@ -1,7 +1,7 @@
 """Transforms: small callables ``Sample -> Sample`` that augment and filter a frame.
 
 Every transform is called as ``transform(sample, rng)`` with an explicit :class:`numpy.random.Generator`
-and returns a new :class:`~perception.data.sample.Sample` (the input is never edited in place), so a
+and returns a new :class:`~perception.structures.Sample` (the input is never edited in place), so a
 seed reproduces a run and the same sample can be augmented twice. They are plain classes with typed
 ``__init__`` arguments, so a LightningCLI config builds them with ``class_path`` / ``init_args``::
 

@@ -10,7 +10,7 @@ Frames and shapes follow DESIGN.md: points ``(N, C)`` with x, y, z first (sensor
 y left, z up, metres), boxes ``(M, 7)`` ``[x, y, z, l, w, h, yaw]`` with the box centre (z too), yaw
 counter-clockwise from +x.
 
-A scene comes from any reader's :class:`~perception.data.frame.Frame` (:meth:`Scene.from_frame`), from a
+A scene comes from any reader's :class:`~perception.structures.Frame` (:meth:`Scene.from_frame`), from a
 KITTI frame with a KITTI result file's objects (:meth:`Scene.from_kitti`), or from a model's batch and
 detections (:meth:`Scene.from_batch`).
 
@@ -426,7 +426,7 @@ class Scene:
         pred_scores: ArrayLike | None = None,
         **kwargs: Any,
     ) -> Scene:
-        """The scene of any reader's :class:`~perception.data.frame.Frame`: its points and labelled
+        """The scene of any reader's :class:`~perception.structures.Frame`: its points and labelled
         boxes as ground truth, and optional predictions ((K, 7) lidar boxes, (K,) names and scores).
         ``kwargs`` are :class:`Scene` fields (``colour_by``, ``occupancy``, ...)."""
         return cls(
@@ -462,7 +462,7 @@ class Scene:
         class_names: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> Scene:
-        """Sample ``index`` of a model's :class:`~perception.data.sample.Batch`, with its detections.
+        """Sample ``index`` of a model's :class:`~perception.structures.Batch`, with its detections.
 
         Args:
             batch: the batch (tensors on any device).

@@ -106,7 +106,7 @@ def test_camera_fov_filter_keeps_the_points_in_view(tiny):
         CameraFovFilter()(Sample(frame_id="x", points=s.points), np.random.default_rng(0))
 
 
-def test_gt_objects_evaluate_like_the_frames(tiny):
+def test_record_ground_truth_evaluates_like_the_frames(tiny):
     from perception.eval.kitti import evaluate
 
     ds = KittiDetectionDataset(tiny, "val")
