@@ -17,6 +17,8 @@ class Detections:
         boxes: (K, 7) float32 ``[x, y, z, l, w, h, yaw]``, lidar frame, metres, yaw in [-π, π).
         scores: (K,) float32 in (0, 1).
         labels: (K,) int64 class index into the head's ``class_names``.
+
+    Not frozen: Lightning moves a step's outputs between devices by rebuilding the dataclass.
     """
 
     boxes: torch.Tensor
