@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
@@ -52,10 +53,6 @@ def error_message(err: BaseException) -> str:
         prefix = f"{type(err).__name__}: "
         text = last[len(prefix) :] if last.startswith(prefix) else last.split(": ", 1)[-1]
     return text.strip()
-
-
-def _close(a, b, tol: float = 1e-6) -> bool:
-    return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b, strict=True))
 
 
 def resolve_config_args(argv: list[str], default_subcommand: str = "fit") -> list[str]:
@@ -130,22 +127,22 @@ class DetectionCLI(LightningCLI):
 
 def check_config(task: DetectionTask, datamodule: DetectionDataModule) -> None:
     """Values a config names in two sections must agree: the data's point-cloud range (its range
-    filter) and the encoder's grid (class names are linked, and the model checks its own parts).
+    filter) and the encoder's grid. Class names need no check (``data.class_names`` is linked to the
+    task's), and the model checks its own parts.
 
     Raises:
         ConfigError: naming both config keys and their values.
     """
     encoder = getattr(task.model, "encoder", None)
     ranges = getattr(encoder, "point_cloud_range", None)
-    if ranges is not None and not _close(datamodule.point_cloud_range, ranges):
+    data_range = datamodule.point_cloud_range
+    if ranges is None:
+        return
+    if len(ranges) != len(data_range) or not np.allclose(ranges, data_range, rtol=0, atol=1e-6):
         raise ConfigError(
-            f"data.point_cloud_range {list(datamodule.point_cloud_range)} differs from "
+            f"data.point_cloud_range {list(data_range)} differs from "
             f"model.model.init_args.encoder.init_args.point_cloud_range {list(ranges)}: the range filter "
             "would drop points the model's grid covers, or keep points outside it"
-        )
-    if list(datamodule.class_names) != list(task.class_names):
-        raise ConfigError(
-            f"data.class_names {list(datamodule.class_names)} differ from model.class_names {task.class_names}"
         )
 
 

@@ -39,7 +39,16 @@ from perception.data.datamodules import DetectionDataModule
 from perception.structures import Detections
 from perception.tasks.detection import DetectionTask
 
-__all__ = ["InferenceError", "LoadedTask", "Predictor", "find_config", "load_task", "read_checkpoint"]
+__all__ = [
+    "InferenceError",
+    "LoadedTask",
+    "Predictor",
+    "config_dataset",
+    "find_config",
+    "load_task",
+    "read_checkpoint",
+    "read_config",
+]
 
 # Top-level keys of a config that are sections of the CLI (a saved ``fit`` config has others).
 _CONFIG_SECTIONS = ("seed_everything", "trainer", "model", "data", "checkpoint", "optimizer", "lr_scheduler")
@@ -85,6 +94,12 @@ def read_config(config: Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise InferenceError(f"{config}: expected a mapping with model / data / trainer sections")
     return {k: v for k, v in content.items() if k in _CONFIG_SECTIONS}
+
+
+def config_dataset(config: Path) -> str:
+    """The dataset kind a config's data module reads (``data.dataset``: ``kitti`` unless it says ``waymo``),
+    known before anything is built: a checkpoint of the other kind would not even load."""
+    return str((read_config(config).get("data") or {}).get("dataset", "kitti"))
 
 
 def read_checkpoint(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

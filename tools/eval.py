@@ -166,7 +166,9 @@ def run_waymo(args: argparse.Namespace, predictor, out: Path) -> dict:
         evaluator.bind(predictor.class_names)
     except ValueError as err:
         raise EvalError(str(err)) from err
-    results = evaluate(ground_truth, predictions, classes=list(evaluator.scored_classes), unknown_frames="error")
+    results = evaluate(
+        ground_truth, predictions, classes=list(evaluator.scored_classes), unknown_frames="error"
+    )
     print(format_results(results))
     (out / "metrics.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"eval: metrics in {out / 'metrics.json'}")
@@ -175,11 +177,11 @@ def run_waymo(args: argparse.Namespace, predictor, out: Path) -> dict:
 
 def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
     """Predict (and evaluate); returns the metrics, or None when the split has no labels."""
-    from perception.inference import InferenceError, Predictor, find_config, load_task, read_config
+    from perception.inference import InferenceError, Predictor, config_dataset, find_config, load_task
 
     if not args.data_root.exists():  # say where data goes before anything else can fail
         try:
-            dataset = (read_config(find_config(args.ckpt, args.config)).get("data") or {}).get("dataset")
+            dataset = config_dataset(find_config(args.ckpt, args.config))
         except InferenceError:
             dataset = None
         if dataset == "waymo":

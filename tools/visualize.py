@@ -407,11 +407,11 @@ class CheckpointPredictor:
     """
 
     def __init__(self, ckpt: Path, config: str | None, root: Path, dataset: str = "kitti") -> None:
-        from perception.inference import InferenceError, Predictor, find_config, load_task, read_config
+        from perception.inference import InferenceError, Predictor, config_dataset, find_config, load_task
 
-        try:  # the config's dataset first: a checkpoint of the other kind would not even load
+        try:
             path = find_config(ckpt, config)
-            kind = (read_config(path).get("data") or {}).get("dataset", "kitti")
+            kind = config_dataset(path)
             if kind != dataset:
                 layout = "converted Waymo data" if dataset == "waymo" else "a KITTI-layout dataset"
                 raise VisualizeError(

@@ -97,12 +97,11 @@ class Evaluator(nn.Module):
     """A task's metric plug-in (see the module docstring).
 
     Subclasses set ``kind`` (the record their samples carry), ``known`` (the classes their metric
-    defines) and implement :meth:`make_metric` and :meth:`update`; ``progress_key`` names the result
+    defines) and implement :meth:`make_metric` and :meth:`update`; :attr:`progress_key` names the result
     for the progress bar. ``classes`` chooses what to score: None for every class of the task the
     metric defines.
     """
 
-    progress_key: str | None = None
     kind: type = object
 
     def __init__(self, classes: Sequence[str] | None = None) -> None:
@@ -141,6 +140,11 @@ class Evaluator(nn.Module):
                 raise ValueError(f"{name}: classes {missing} are not the task's {list(self.class_names)}")
             classes = self.classes
         self.metric = self.make_metric(classes)
+
+    @property
+    def progress_key(self) -> str | None:
+        """The result shown on the progress bar (None: none)."""
+        return None
 
     @property
     def scored_classes(self) -> tuple[str, ...]:
@@ -201,7 +205,6 @@ class KittiEvaluator(Evaluator):
         headline: the result keys (without the class) logged every validation.
     """
 
-    progress_key = "Car_3d/moderate_R40"
     kind = KittiRecord
 
     def __init__(
@@ -222,7 +225,6 @@ class KittiEvaluator(Evaluator):
         return MIN_OVERLAPS[self.overlaps]
 
     def make_metric(self, classes: tuple[str, ...]) -> KittiAP:
-        self.progress_key = f"{classes[0]}_3d/moderate_R40"
         return KittiAP(classes=classes, overlaps=self.overlaps)
 
     def update(self, detections: Sequence[Detections], batch: Batch) -> None:
@@ -231,6 +233,10 @@ class KittiEvaluator(Evaluator):
             kitti_result_objects(d, r, self.class_names) for d, r in zip(detections, records, strict=True)
         ]
         self.bound().update(rows, [r.ground_truth() for r in records])
+
+    @property
+    def progress_key(self) -> str | None:
+        return f"{self.scored_classes[0]}_3d/moderate_R40" if self.scored_classes else None
 
     def headline(self, results: dict[str, float]) -> dict[str, float]:
         keys = [f"{c}_{k}" for c in self.scored_classes for k in self.headline_keys]
@@ -253,7 +259,6 @@ class WaymoEvaluator(Evaluator):
         breakdowns: ``OBJECT_TYPE`` (always) and optionally ``RANGE``.
     """
 
-    progress_key = "VEHICLE_LEVEL_2/mAPH"
     kind = WaymoRecord
 
     def __init__(
@@ -269,7 +274,6 @@ class WaymoEvaluator(Evaluator):
         return IOU_THRESHOLDS
 
     def make_metric(self, classes: tuple[str, ...]) -> WaymoAP:
-        self.progress_key = f"{classes[0]}_LEVEL_2/mAPH"
         return WaymoAP(classes=classes, breakdowns=self.breakdowns)
 
     def update(self, detections: Sequence[Detections], batch: Batch) -> None:
@@ -279,6 +283,10 @@ class WaymoEvaluator(Evaluator):
 
     def compute(self) -> dict[str, float]:
         return {f"{key}/{m}": v for key, r in self.bound().compute().items() for m, v in r.items()}
+
+    @property
+    def progress_key(self) -> str | None:
+        return f"{self.scored_classes[0]}_LEVEL_2/mAPH" if self.scored_classes else None
 
     def headline(self, results: dict[str, float]) -> dict[str, float]:
         return {k: v for k, v in results.items() if "RANGE" not in k and not math.isnan(v)}

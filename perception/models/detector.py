@@ -17,6 +17,7 @@ with the batch's ground truth.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,11 +27,6 @@ from perception.models.heads.point_refine import PointRefinementHead
 from perception.structures import Batch, Detections
 
 __all__ = ["Detector"]
-
-
-def _same(a, b, tol: float = 1e-6) -> bool:
-    """Whether two sequences of numbers are equal up to ``tol`` (config values written twice)."""
-    return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b, strict=True))
 
 
 class Detector(nn.Module):
@@ -64,7 +60,9 @@ class Detector(nn.Module):
         self.refiner = refiner
         for name in ("point_cloud_range", "voxel_size"):
             ours, heads = getattr(encoder, name, None), getattr(head, name, None)
-            if ours is not None and heads is not None and not _same(ours, heads):
+            if ours is None or heads is None:
+                continue
+            if len(ours) != len(heads) or not np.allclose(ours, heads, rtol=0, atol=1e-6):
                 raise ValueError(
                     f"the encoder's {name} {list(ours)} (model.model.init_args.encoder.init_args.{name}) "
                     f"differs from the head's {list(heads)} (model.model.init_args.head.init_args.{name})"
