@@ -212,7 +212,7 @@ class PointShuffle(Transform):
     """Permute the points at random (the point set, boxes and labels are unchanged)."""
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        return sample.replace(points=sample.points[rng.permutation(len(sample.points))])
+        return sample.select_points(rng.permutation(len(sample.points)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ class RangeFilter(Transform):
         for axis in range(3):  # column by column: a third of the time of a (N, 3) comparison
             keep_points &= (p[:, axis] >= r[axis]) & (p[:, axis] < r[axis + 3])
         keep_boxes = (b[:, 0] >= r[0]) & (b[:, 0] < r[3]) & (b[:, 1] >= r[1]) & (b[:, 1] < r[4])
-        return sample.select_boxes(keep_boxes).replace(points=sample.points[keep_points])
+        return sample.select_boxes(keep_boxes).select_points(keep_points)
 
 
 class CameraFovFilter(Transform):
@@ -275,7 +275,7 @@ class CameraFovFilter(Transform):
         u, v, w = (p[r, 0] * x + p[r, 1] * y + p[r, 2] * z + p[r, 3] for r in range(3))
         # u / w in [0, width) and v / w in [0, height), in front of the camera (w > 0).
         keep = (w > 0) & (u >= 0) & (u < width * w) & (v >= 0) & (v < height * w)
-        return sample.replace(points=sample.points[keep])
+        return sample.select_points(keep)
 
 
 class IntensityNormalize(Transform):

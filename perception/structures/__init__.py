@@ -10,11 +10,13 @@ from perception.structures.detections import Detections
 from perception.structures.frame import Frame
 from perception.structures.kitti import KITTI_CLASSES, KittiCalibration, KittiObjects, KittiRecord
 from perception.structures.sample import Batch, FrameRecord, Sample, collate
+from perception.structures.segmentation import SEMANTIC_KITTI, LabelMap, ScanRecord
 from perception.structures.voxels import VoxelFeatures
 from perception.structures.waymo import TYPE_CODES, FrameKey, WaymoObjects, WaymoRecord
 
 __all__ = [
     "KITTI_CLASSES",
+    "SEMANTIC_KITTI",
     "TYPE_CODES",
     "Batch",
     "Detections",
@@ -24,7 +26,9 @@ __all__ = [
     "KittiCalibration",
     "KittiObjects",
     "KittiRecord",
+    "LabelMap",
     "Sample",
+    "ScanRecord",
     "VoxelFeatures",
     "WaymoObjects",
     "WaymoRecord",

@@ -17,11 +17,12 @@ import torch
 from numpy.typing import NDArray
 
 from perception.structures.kitti import KittiRecord
+from perception.structures.segmentation import ScanRecord
 from perception.structures.waymo import WaymoRecord
 
 __all__ = ["Batch", "FrameRecord", "Sample", "collate"]
 
-FrameRecord = KittiRecord | WaymoRecord
+FrameRecord = KittiRecord | WaymoRecord | ScanRecord
 """A sample's dataset record: what a writer or metric needs besides points and training boxes."""
 
 
@@ -35,6 +36,8 @@ class Sample:
         boxes: (M, 7) float32 ``[x, y, z, l, w, h, yaw]`` of the training classes.
         labels: (M,) int64 index into the task's class names.
         difficulty: (M,) int32 (KITTI 0/1/2, -1 none), kept for evaluation.
+        point_labels: (N,) int64 per-point training class ids for segmentation (0 ignored, 1..K the
+            classes of the data's :class:`~perception.structures.segmentation.LabelMap`), or None.
         record: the frame's dataset record (:class:`~perception.structures.kitti.KittiRecord`:
             calibration, image shape, every labelled object; :class:`~perception.structures.waymo.WaymoRecord`:
             context, timestamp, pose, every labelled object), as read, before any transform; what
@@ -46,11 +49,16 @@ class Sample:
     boxes: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 7), np.float32))
     labels: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0,), np.int64))
     difficulty: NDArray[np.int32] = field(default_factory=lambda: np.zeros((0,), np.int32))
+    point_labels: NDArray[np.int64] | None = None
     record: FrameRecord | None = None
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] < 3:
             raise ValueError(f"sample {self.frame_id}: points must be (N, >=3), got {self.points.shape}")
+        if self.point_labels is not None and self.point_labels.shape != (len(self.points),):
+            raise ValueError(
+                f"sample {self.frame_id}: point_labels {self.point_labels.shape} must be ({len(self.points)},)"
+            )
         m = len(self.boxes)
         if self.boxes.shape != (m, 7) or len(self.labels) != m or len(self.difficulty) != m:
             raise ValueError(
@@ -61,6 +69,11 @@ class Sample:
     def replace(self, **changes) -> Sample:
         """A copy with some fields replaced (transforms return new samples, never edit in place)."""
         return replace(self, **changes)
+
+    def select_points(self, keep: NDArray[np.bool_] | NDArray[np.int64]) -> Sample:
+        """A copy keeping only the points ``keep`` selects (with their labels, if any)."""
+        labels = None if self.point_labels is None else self.point_labels[keep]
+        return self.replace(points=self.points[keep], point_labels=labels)
 
     def select_boxes(self, keep: NDArray[np.bool_] | NDArray[np.int64]) -> Sample:
         """A copy keeping only the boxes ``keep`` selects (with their labels and difficulty)."""
@@ -80,6 +93,8 @@ class Batch:
         labels: B tensors (M_b,) int64.
         frame_ids: B frame ids.
         difficulty: B tensors (M_b,) int32.
+        point_labels: (N,) int64 per-point training class ids (0 ignored), or None when the samples
+            have none.
         records: B records (or None), as in :class:`Sample`.
     """
 
@@ -89,6 +104,7 @@ class Batch:
     labels: list[torch.Tensor]
     frame_ids: list[str]
     difficulty: list[torch.Tensor] = field(default_factory=list)
+    point_labels: torch.Tensor | None = None
     records: list[FrameRecord | None] = field(default_factory=list)
 
     @property
@@ -108,6 +124,7 @@ class Batch:
             boxes=[move(b) for b in self.boxes],
             labels=[move(x) for x in self.labels],
             difficulty=[move(d) for d in self.difficulty],
+            point_labels=None if self.point_labels is None else move(self.point_labels),
         )
 
     def pin_memory(self) -> Batch:
@@ -119,6 +136,7 @@ class Batch:
             boxes=[b.pin_memory() for b in self.boxes],
             labels=[x.pin_memory() for x in self.labels],
             difficulty=[d.pin_memory() for d in self.difficulty],
+            point_labels=None if self.point_labels is None else self.point_labels.pin_memory(),
         )
 
 
@@ -135,6 +153,12 @@ def collate(samples: Sequence[Sample]) -> Batch:
     batch_index = torch.from_numpy(
         np.concatenate([np.full(len(s.points), i, dtype=np.int64) for i, s in enumerate(samples)])
     )
+    with_labels = {s.point_labels is not None for s in samples}
+    if len(with_labels) != 1:
+        raise ValueError(f"some samples have point labels and some do not: {[s.frame_id for s in samples]}")
+    point_labels = None
+    if with_labels.pop():
+        point_labels = torch.from_numpy(np.concatenate([s.point_labels for s in samples]).astype(np.int64))
     return Batch(
         points=points,
         batch_index=batch_index,
@@ -142,5 +166,6 @@ def collate(samples: Sequence[Sample]) -> Batch:
         labels=[torch.from_numpy(np.ascontiguousarray(s.labels, dtype=np.int64)) for s in samples],
         frame_ids=[s.frame_id for s in samples],
         difficulty=[torch.from_numpy(np.ascontiguousarray(s.difficulty, dtype=np.int32)) for s in samples],
+        point_labels=point_labels,
         records=[s.record for s in samples],
     )
