@@ -45,7 +45,13 @@ from perception.data.transforms import (
 )
 from perception.structures import collate
 
-__all__ = ["DetectionDataModule", "default_train_transforms", "default_val_transforms"]
+__all__ = [
+    "DetectionDataModule",
+    "default_train_transforms",
+    "default_val_transforms",
+    "make_loader",
+    "worker_context",
+]
 
 KITTI_RANGE: tuple[float, ...] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
 """OpenPCDet's KITTI point-cloud range ``[x_min, y_min, z_min, x_max, y_max, z_max]``, metres."""
@@ -89,6 +95,56 @@ def default_val_transforms(
         [CameraFovFilter(), RangeFilter(point_cloud_range)]
         if camera_fov_only
         else [RangeFilter(point_cloud_range)]
+    )
+
+
+def worker_context(
+    name: str | None, preload: Sequence[str] = ("lightning", "perception.data.datasets")
+) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context DataLoader workers start from (``forkserver``, ``spawn``, ``fork``;
+    None: the platform's default). A forkserver is started here with ``preload`` imported once, so
+    every worker forks with them loaded (module docstring); preloading has no effect once the
+    server runs."""
+    context = multiprocessing.get_context(name)
+    if name == "forkserver":
+        # The server imports lightning, torch and perception once and every worker forks from it
+        # with them loaded (else each worker imports them again when it re-imports the main
+        # script: seconds each, for every loader). Started here, it loads them in the background
+        # while this process goes on; preloading has no effect once the server runs.
+        # ("__main__" is not preloaded: Python < 3.14 ignores it for scripts.)
+        context.set_forkserver_preload(list(preload))
+        multiprocessing.forkserver.ensure_running()
+    return context
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    sampler: Sampler | None,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = True,
+    multiprocessing_context: str | None = "forkserver",
+    preload: Sequence[str] = ("lightning", "perception.data.datasets"),
+) -> DataLoader:
+    """A DataLoader of :class:`~perception.structures.Batch`\\ es in ``sampler``'s order (or the
+    dataset's), with workers started as :func:`worker_context` starts them."""
+    workers = {}
+    if num_workers > 0:
+        workers = {
+            "multiprocessing_context": worker_context(multiprocessing_context, preload),
+            "persistent_workers": persistent_workers,
+        }
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        **workers,
     )
 
 
@@ -263,33 +319,17 @@ class DetectionDataModule(L.LightningDataModule):
             self._train_sampler.set_epoch(epoch)
 
     def _worker_context(self) -> multiprocessing.context.BaseContext:
-        context = multiprocessing.get_context(self.multiprocessing_context)
-        if self.multiprocessing_context == "forkserver":
-            # The server imports lightning, torch and perception once and every worker forks from it
-            # with them loaded (else each worker imports them again when it re-imports the main
-            # script: seconds each, for every loader). Started here, it loads them in the background
-            # while this process goes on; preloading has no effect once the server runs.
-            # ("__main__" is not preloaded: Python < 3.14 ignores it for scripts.)
-            context.set_forkserver_preload(["lightning", "perception.data.datasets"])
-            multiprocessing.forkserver.ensure_running()
-        return context
+        return worker_context(self.multiprocessing_context)
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        workers = {}
-        if self.num_workers > 0:
-            workers = {
-                "multiprocessing_context": self._worker_context(),
-                "persistent_workers": self.persistent_workers,
-            }
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
+            batch_size,
+            sampler,
             num_workers=self.num_workers,
-            collate_fn=collate,
             pin_memory=self.pin_memory,
-            **workers,
+            persistent_workers=self.persistent_workers,
+            multiprocessing_context=self.multiprocessing_context,
         )
 
     def train_dataloader(self) -> DataLoader:

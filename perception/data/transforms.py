@@ -45,6 +45,7 @@ __all__ = [
     "GroundTruthSampling",
     "IntensityNormalize",
     "ObjectNoise",
+    "PointJitter",
     "PointShuffle",
     "RandomFlip",
     "RangeFilter",
@@ -206,6 +207,25 @@ class GlobalTranslation(Transform):
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         return translate(sample, rng.normal(0.0, self.std))
+
+
+class PointJitter(Transform):
+    """Move every point by its own offset from N(0, std²) per axis, clipped to ±``clip`` (metres).
+
+    Only x, y, z change (attributes, boxes and per-point labels stay), as Pointcept's
+    ``RandomJitter`` does for segmentation.
+    """
+
+    def __init__(self, std: float = 0.01, clip: float = 0.05) -> None:
+        if std < 0 or clip < 0:
+            raise ValueError(f"std and clip must be >= 0, got {std}, {clip}")
+        self.std, self.clip = float(std), float(clip)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        noise = np.clip(rng.normal(0.0, self.std, (len(sample.points), 3)), -self.clip, self.clip)
+        points = sample.points.copy()
+        points[:, :3] = sample.points[:, :3] + noise.astype(np.float32)
+        return sample.replace(points=points)
 
 
 class PointShuffle(Transform):

@@ -288,7 +288,7 @@ def build_tree(rng: np.random.Generator, crown_radius: float) -> Shapes:
         (0.0, 0.0, trunk_h + 0.5),
         float(rng.uniform(0.1, 0.25)),
         reflectance=0.3,
-        semantic="vegetation",
+        semantic="trunk",
     )
     for _ in range(int(rng.integers(2, 5))):
         rr = crown_radius * float(rng.uniform(0.55, 0.8))

@@ -76,6 +76,8 @@ class SyntheticFrame(KittiFrame):
         point_track: (N,) int32 track id of the object hit (labelled or not), or -1 (ground, clutter).
         point_semantic: (N,) uint8 class of the surface hit (:data:`.shapes.SEMANTIC_CLASSES`).
         point_ring: (N,) uint8 laser index, 0 = top beam.
+        point_speed: (N,) float32 speed (m/s, world frame) of the object each point hit, labelled or
+            not; 0 for ground and clutter. None for frames built without it.
         track_ids: (M,) int64 track id of each labelled object (stable across a sequence's frames).
         points_per_object: (M,) int32 lidar points on each labelled object.
         hidden_fraction: (M,) float32 share of the object's rays blocked by something nearer.
@@ -95,6 +97,7 @@ class SyntheticFrame(KittiFrame):
     hidden_fraction: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
     velocity: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     dontcare_track_ids: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    point_speed: NDArray[np.float32] | None = None
 
     def label_objects(self) -> KittiObjects:
         """The label file's rows: the objects, then one DontCare row per ``dontcare_bbox``."""
@@ -307,6 +310,7 @@ def generate_frame(
     label_of_actor = np.full(n_obj + 1, -1, np.int32)
     label_of_actor[lab] = np.arange(len(lab), dtype=np.int32)
     track_of_actor = np.array([a.track_id for a in scene.actors] + [-1], dtype=np.int32)
+    speed_of_actor = np.append(np.hypot(*scene.velocity_world.reshape(-1, 2).T), 0.0).astype(np.float32)
     names = np.array([scene.actors[i].cls for i in lab], dtype="<U16")
     trunc_l = np.round(trunc[lab], 2).astype(np.float32)
     bbox_l = np.round(bbox[lab], 2).astype(np.float32)
@@ -338,6 +342,7 @@ def generate_frame(
         hidden_fraction=hidden[lab].astype(np.float32),
         velocity=scene.velocity_world[lab].astype(np.float32),
         dontcare_track_ids=track_of_actor[np.flatnonzero(dontcare)].astype(np.int64),
+        point_speed=speed_of_actor[actor],
     )
 
 

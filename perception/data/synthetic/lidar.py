@@ -106,7 +106,11 @@ def _strength(refl, cos_inc, retro, r, falloff_range):  # pragma: no cover - num
 
 @numba.njit(cache=True)
 def _ground_material(x, y, z, pose, road):  # pragma: no cover - numba
-    """(reflectance, retro, semantic) of the ground at lidar point (x, y, z); see ``road_params``."""
+    """(reflectance, retro, semantic) of the ground at lidar point (x, y, z); see ``road_params``.
+
+    Semantic ids are :data:`.shapes.SEMANTIC_CLASSES`' (literals: numba's cache would not see a
+    change to a global): 1 road, 14 road paint, 2 sidewalk, 3 terrain.
+    """
     wx = pose[0, 0] * x + pose[0, 1] * y + pose[0, 2] * z + pose[0, 3]
     wy = pose[1, 0] * x + pose[1, 1] * y + pose[1, 2] * z + pose[1, 3]
     k = road[0]
@@ -126,7 +130,7 @@ def _ground_material(x, y, z, pose, road):  # pragma: no cover - numba
         lane_line = abs(dd - np.round(dd / lane_w) * lane_w) < 0.075
         dashed = (s - 9.0 * np.floor(s / 9.0)) < 3.0 or dd < 0.5
         if (lane_line and dashed and dd < edge - 1.0) or abs(dd - edge) < 0.075:
-            return 0.6, True, 1  # road paint (glass beads make it retro-reflective)
+            return 0.6, True, 14  # road paint (glass beads make it retro-reflective)
         return asphalt, False, 1
     if dd < curb + walk:
         return 0.25, False, 2

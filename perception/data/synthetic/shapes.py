@@ -47,8 +47,12 @@ SEMANTIC_CLASSES: tuple[str, ...] = (
     "Truck",
     "Pedestrian",
     "Cyclist",
+    "trunk",
+    "road paint",
 )
-"""Per-point semantic classes (index = id); the last five are the KITTI object types."""
+"""Per-point semantic classes (index = id): stuff, the five KITTI object types (8-12), then classes
+added later at the end so that earlier ids keep their meaning (tree trunks, lane markings).
+:mod:`.semantic_writer` maps them to SemanticKITTI's raw ids."""
 SEM = {name: i for i, name in enumerate(SEMANTIC_CLASSES)}
 
 
