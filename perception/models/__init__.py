@@ -1,6 +1,6 @@
 """Models: plain ``nn.Module`` parts (encoders, backbones, heads) and their composition, the detector."""
 
-from perception.models.backbones import BEVBackbone, PillarScatter, SparseBackbone3d
+from perception.models.backbones import BEVBackbone, PillarScatter, SparseBackbone3d, SparseUNet
 from perception.models.detector import Detector
 from perception.models.encoders import PointNetEncoder, PVTEncoder
 from perception.models.heads import CenterHead, HeadOutput, PointRefinementHead
@@ -15,4 +15,5 @@ __all__ = [
     "PointNetEncoder",
     "PointRefinementHead",
     "SparseBackbone3d",
+    "SparseUNet",
 ]

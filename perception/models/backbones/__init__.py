@@ -3,5 +3,6 @@
 from perception.models.backbones.bev2d import BEVBackbone
 from perception.models.backbones.scatter import PillarScatter
 from perception.models.backbones.sparse3d import SparseBackbone3d
+from perception.models.backbones.sparse_unet import SparseUNet
 
-__all__ = ["BEVBackbone", "PillarScatter", "SparseBackbone3d"]
+__all__ = ["BEVBackbone", "PillarScatter", "SparseBackbone3d", "SparseUNet"]
