@@ -19,17 +19,16 @@ import math
 from collections.abc import Collection, Sequence
 
 import numpy as np
-from torch import nn
 from torchmetrics import Metric
 
 from perception.data.kitti import as_written, objects_from_lidar_boxes
+from perception.eval.base import BaseEvaluator
 from perception.eval.kitti import MIN_OVERLAPS, KittiAP
 from perception.eval.waymo import BREAKDOWNS, IOU_THRESHOLDS, WaymoAP
 from perception.structures import (
     TYPE_CODES,
     Batch,
     Detections,
-    FrameRecord,
     KittiObjects,
     KittiRecord,
     WaymoObjects,
@@ -93,8 +92,9 @@ def waymo_objects(detections: Detections, class_names: Sequence[str]) -> WaymoOb
     )
 
 
-class Evaluator(nn.Module):
-    """A task's metric plug-in (see the module docstring).
+class Evaluator(BaseEvaluator):
+    """A detection task's metric plug-in (see the module docstring and
+    :class:`~perception.eval.base.BaseEvaluator`).
 
     Subclasses set ``kind`` (the record their samples carry), ``known`` (the classes their metric
     defines) and implement :meth:`make_metric` and :meth:`update`; :attr:`progress_key` names the result
@@ -102,13 +102,9 @@ class Evaluator(nn.Module):
     metric defines.
     """
 
-    kind: type = object
-
     def __init__(self, classes: Sequence[str] | None = None) -> None:
         super().__init__()
         self.classes = None if classes is None else tuple(classes)
-        self.class_names: tuple[str, ...] = ()
-        self.metric: Metric | None = None
 
     def known(self) -> Collection[str]:
         """The class names the metric defines."""
@@ -141,53 +137,9 @@ class Evaluator(nn.Module):
             classes = self.classes
         self.metric = self.make_metric(classes)
 
-    @property
-    def progress_key(self) -> str | None:
-        """The result shown on the progress bar (None: none)."""
-        return None
-
-    @property
-    def scored_classes(self) -> tuple[str, ...]:
-        """The classes the metric scores (after :meth:`bind`)."""
-        return () if self.metric is None else tuple(self.metric.classes)
-
-    def bound(self) -> Metric:
-        """The metric; an error before :meth:`bind`."""
-        if self.metric is None:
-            raise RuntimeError(f"{type(self).__name__}: bind(class_names) first (the task does)")
-        return self.metric
-
-    def records(self, batch: Batch) -> list[FrameRecord]:
-        """The batch's records, each checked to be this evaluator's ``kind``."""
-        name, records = type(self).__name__, list(batch.records)
-        if len(records) != batch.batch_size:
-            raise ValueError(f"{name}: the batch has {len(records)} records for {batch.batch_size} frames")
-        for frame_id, record in zip(batch.frame_ids, records, strict=True):
-            if not isinstance(record, self.kind):
-                raise ValueError(
-                    f"{name} scores samples carrying a {self.kind.__name__}; frame {frame_id} carries "
-                    f"{type(record).__name__} (is the data module reading another dataset?)"
-                )
-        return records
-
     def update(self, detections: Sequence[Detections], batch: Batch) -> None:
         """Add one batch: ``detections[i]`` are the predictions for ``batch``'s sample i."""
         raise NotImplementedError
-
-    def compute(self) -> dict[str, float]:
-        """The metric over everything added since the last :meth:`reset` (flat keys → floats)."""
-        return self.bound().compute()
-
-    def reset(self) -> None:
-        self.bound().reset()
-
-    def headline(self, results: dict[str, float]) -> dict[str, float]:
-        """The results worth logging every epoch (all of them by default; NaN ones left out)."""
-        return {k: v for k, v in results.items() if not math.isnan(v)}
-
-    def curves(self) -> dict[str, np.ndarray]:
-        """Precision–recall curves of the last :meth:`compute`, where the metric keeps them."""
-        return {}
 
 
 class KittiEvaluator(Evaluator):

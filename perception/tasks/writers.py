@@ -1,16 +1,20 @@
-"""Prediction writers: Lightning callbacks that write a detection task's outputs as dataset files.
+"""Prediction writers: Lightning callbacks that write a task's outputs as dataset files.
 
-The task never writes files; it returns one :class:`~perception.structures.Detections` per sample from
-``predict_step`` (and from ``validation_step`` / ``test_step``), and these callbacks turn them into
-the files users submit or score:
+The task never writes files; it returns one prediction per sample from ``predict_step`` (and from
+``validation_step`` / ``test_step``): a :class:`~perception.structures.Detections` for detection, a
+(N_b,) tensor of training ids for segmentation. These callbacks turn them into the files users submit
+or score:
 
 - :class:`KittiResultWriter`: one KITTI result file per frame (15 label fields + score), the rows the
   KITTI evaluator scores (:func:`~perception.eval.detection.kitti_result_objects`), so scoring the
   folder reproduces the metric. On predict, and optionally on validation / test.
 - :class:`WaymoSubmissionWriter`: one Waymo submission file (a serialized ``metrics.Objects``) for the
   whole prediction epoch.
+- :class:`SemanticKittiLabelWriter`: one SemanticKITTI ``.label`` file of raw ids per scan, in the
+  official submission layout ``sequences/NN/predictions/NNNNNN.label``, the files
+  ``python -m perception.eval.segmentation`` scores. On predict, and optionally on validation / test.
 
-Both write atomically (a temporary name, then rename). In a config::
+All write atomically (a temporary name, then rename). In a config::
 
     trainer:
       callbacks:
@@ -21,19 +25,31 @@ Both write atomically (a temporary name, then rename). In a config::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from perception.data.io import atomic_write_bytes
 from perception.data.kitti import write_label
 from perception.data.waymo.submission import write_objects
 from perception.eval.detection import kitti_result_objects, waymo_objects
-from perception.structures import Batch, Detections, FrameKey, KittiRecord, WaymoObjects, WaymoRecord
+from perception.structures import (
+    Batch,
+    Detections,
+    FrameKey,
+    KittiRecord,
+    LabelMap,
+    ScanRecord,
+    WaymoObjects,
+    WaymoRecord,
+)
 
-__all__ = ["KittiResultWriter", "WaymoSubmissionWriter"]
+__all__ = ["KittiResultWriter", "SemanticKittiLabelWriter", "WaymoSubmissionWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +61,20 @@ def _class_names(pl_module: L.LightningModule) -> Sequence[str]:
     return names
 
 
-def _check_outputs(outputs: Any, batch: Batch, writer: str) -> Sequence[Detections]:
+def _check_outputs(outputs: Any, batch: Batch, writer: str, what: str = "Detections") -> Sequence[Any]:
     if not isinstance(outputs, (list, tuple)) or len(outputs) != batch.batch_size:
         raise ValueError(
-            f"{writer}: expected the task to return one Detections per sample ({batch.batch_size}), "
+            f"{writer}: expected the task to return one {what} per sample ({batch.batch_size}), "
             f"got {type(outputs).__name__}"
         )
     return outputs
 
 
-class KittiResultWriter(BasePredictionWriter):
-    """Writes ``OUTPUT_DIR/<frame_id>.txt`` KITTI result files from a detection task's outputs.
+class _FolderWriter(BasePredictionWriter):
+    """What the writers of one file per sample share: where and when they write, and clearing.
 
-    Args:
-        output_dir: the folder of the prediction run's result files.
-        on_validation: also write the frames every validation scores, to ``validation_dir`` (the
-            files are rewritten each validation, so after a fit it holds the final validation's
-            predictions, the rows the KITTI evaluator scored). Not during the sanity check.
-        validation_dir: where validation writes (default ``output_dir``).
-        on_test: likewise for ``trainer.test`` (to ``output_dir``).
-        clear: remove the ``*.txt`` files already in a folder before the first file of a run is
-            written there, so the folder holds exactly one run's frames.
-
-    Samples must carry a :class:`~perception.structures.KittiRecord` (the frame's calibration).
+    Subclasses implement :meth:`stale_files` and :meth:`write_outputs`; see :class:`KittiResultWriter`
+    for the arguments.
     """
 
     def __init__(
@@ -84,28 +91,20 @@ class KittiResultWriter(BasePredictionWriter):
         self.on_validation, self.on_test, self.clear = on_validation, on_test, clear
         self._cleared: set[Path] = set()
 
-    def write(
-        self, folder: Path, detections: Sequence[Detections], batch: Batch, class_names: Sequence[str]
-    ) -> None:
-        """One result file per sample of ``batch`` in ``folder``."""
+    def stale_files(self, folder: Path) -> Iterable[Path]:
+        """The files of an earlier run in ``folder``, removed before a run writes its first file there."""
+        raise NotImplementedError
+
+    def clear_once(self, folder: Path) -> None:
+        """Remove :meth:`stale_files` the first time this run writes to ``folder`` (when ``clear``)."""
         if self.clear and folder not in self._cleared:
-            for stale in folder.glob("*.txt") if folder.is_dir() else ():
+            for stale in list(self.stale_files(folder)) if folder.is_dir() else ():
                 stale.unlink()
             self._cleared.add(folder)
-        for frame_id, det, record in zip(batch.frame_ids, detections, batch.records, strict=True):
-            if not isinstance(record, KittiRecord):
-                raise ValueError(
-                    f"KittiResultWriter: frame {frame_id} carries {type(record).__name__}, not a KittiRecord "
-                    "(KITTI result files need the frame's calibration)"
-                )
-            write_label(
-                folder / f"{frame_id}.txt", kitti_result_objects(det, record, class_names), fsync=False
-            )
 
     def write_outputs(self, folder: Path, outputs: Any, batch: Batch, pl_module: L.LightningModule) -> None:
-        """What a task's step returned for ``batch``, checked, as result files in ``folder``."""
-        detections = _check_outputs(outputs, batch, "KittiResultWriter")
-        self.write(folder, detections, batch, _class_names(pl_module))
+        """What a task's step returned for ``batch``, checked, as files in ``folder``."""
+        raise NotImplementedError
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._cleared.discard(self.output_dir)
@@ -153,6 +152,46 @@ class KittiResultWriter(BasePredictionWriter):
             self.write_outputs(self.output_dir, outputs, batch, pl_module)
 
 
+class KittiResultWriter(_FolderWriter):
+    """Writes ``OUTPUT_DIR/<frame_id>.txt`` KITTI result files from a detection task's outputs.
+
+    Args:
+        output_dir: the folder of the prediction run's result files.
+        on_validation: also write the frames every validation scores, to ``validation_dir`` (the
+            files are rewritten each validation, so after a fit it holds the final validation's
+            predictions, the rows the KITTI evaluator scored). Not during the sanity check.
+        validation_dir: where validation writes (default ``output_dir``).
+        on_test: likewise for ``trainer.test`` (to ``output_dir``).
+        clear: remove the ``*.txt`` files already in a folder before the first file of a run is
+            written there, so the folder holds exactly one run's frames.
+
+    Samples must carry a :class:`~perception.structures.KittiRecord` (the frame's calibration).
+    """
+
+    def stale_files(self, folder: Path) -> Iterable[Path]:
+        return folder.glob("*.txt")
+
+    def write(
+        self, folder: Path, detections: Sequence[Detections], batch: Batch, class_names: Sequence[str]
+    ) -> None:
+        """One result file per sample of ``batch`` in ``folder``."""
+        self.clear_once(folder)
+        for frame_id, det, record in zip(batch.frame_ids, detections, batch.records, strict=True):
+            if not isinstance(record, KittiRecord):
+                raise ValueError(
+                    f"KittiResultWriter: frame {frame_id} carries {type(record).__name__}, not a KittiRecord "
+                    "(KITTI result files need the frame's calibration)"
+                )
+            write_label(
+                folder / f"{frame_id}.txt", kitti_result_objects(det, record, class_names), fsync=False
+            )
+
+    def write_outputs(self, folder: Path, outputs: Any, batch: Batch, pl_module: L.LightningModule) -> None:
+        """What a task's step returned for ``batch``, checked, as result files in ``folder``."""
+        detections = _check_outputs(outputs, batch, "KittiResultWriter")
+        self.write(folder, detections, batch, _class_names(pl_module))
+
+
 class WaymoSubmissionWriter(BasePredictionWriter):
     """Writes a prediction epoch's detections as one Waymo submission file (``metrics.Objects``).
 
@@ -193,3 +232,80 @@ class WaymoSubmissionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         write_objects(self.path, self._frames)
         log.info("wrote %d frames of predictions to %s", len(self._frames), self.path)
+
+
+def _label_map(pl_module: L.LightningModule) -> LabelMap:
+    lm = getattr(pl_module, "label_map", None)
+    if not isinstance(lm, LabelMap):
+        raise ValueError(
+            f"{type(pl_module).__name__} has no label_map (a LabelMap) to turn training ids into raw label ids"
+        )
+    return lm
+
+
+class SemanticKittiLabelWriter(_FolderWriter):
+    """Writes ``OUTPUT_DIR/sequences/NN/predictions/NNNNNN.label`` from a segmentation task's outputs.
+
+    The official SemanticKITTI submission layout, scored by ``python -m perception.eval.segmentation
+    ROOT OUTPUT_DIR`` (and by the official ``evaluate_semantics.py``): one uint32 raw label id per point
+    of the scan file, in its order, each sample's predicted training ids turned into raw ids with the
+    task's ``label_map`` (``learning_map_inv``; :meth:`~perception.structures.LabelMap.raw_ids`).
+
+    The task's step returns, per sample, a (N_b,) integer tensor of training ids 1..K for every point
+    of the scan; the task exposes ``label_map``; samples carry a
+    :class:`~perception.structures.ScanRecord` (sequence, scan, the scan file's point count).
+
+    Args:
+        output_dir: the root the prediction run's ``sequences/`` go under.
+        on_validation: also write the scans every validation scores, under ``validation_dir``
+            (rewritten each validation). Not during the sanity check.
+        validation_dir: where validation writes (default ``output_dir``).
+        on_test: likewise for ``trainer.test`` (under ``output_dir``).
+        clear: remove the ``sequences/*/predictions/*.label`` files already under a root before the
+            first file of a run is written there, so it holds exactly one run's scans.
+    """
+
+    def stale_files(self, folder: Path) -> Iterable[Path]:
+        return folder.glob("sequences/*/predictions/*.label")
+
+    def write(
+        self, folder: Path, predictions: Sequence[torch.Tensor], batch: Batch, label_map: LabelMap
+    ) -> None:
+        """One ``.label`` file per sample of ``batch`` under ``folder``.
+
+        Raises:
+            ValueError: a sample without a :class:`ScanRecord`, or whose predictions are not one
+                training id 1..K for each point of its scan file (a transform that drops points cannot
+                be written).
+        """
+        self.clear_once(folder)
+        for frame_id, pred, record in zip(batch.frame_ids, predictions, batch.records, strict=True):
+            if not isinstance(record, ScanRecord):
+                raise ValueError(
+                    f"SemanticKittiLabelWriter: frame {frame_id} carries {type(record).__name__}, not a "
+                    "ScanRecord (the scan's sequence and point count)"
+                )
+            where = f"scan {record.sequence}/{record.scan}"
+            ids = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+            if ids.shape != (record.num_points,):
+                raise ValueError(
+                    f"SemanticKittiLabelWriter: {where} has {record.num_points} points in its file but "
+                    f"predictions of shape {ids.shape}; a prediction file needs one label per point "
+                    "(drop transforms that remove points, such as range filters, when writing predictions)"
+                )
+            if not np.issubdtype(ids.dtype, np.integer):
+                raise ValueError(
+                    f"SemanticKittiLabelWriter: {where}: predictions must be integer ids, got {ids.dtype}"
+                )
+            if ids.size and (ids.min() < 1 or ids.max() > label_map.num_classes):
+                raise ValueError(
+                    f"SemanticKittiLabelWriter: {where}: training ids {ids.min()}..{ids.max()} outside "
+                    f"1..{label_map.num_classes} of the {label_map.name} class map"
+                )
+            path = folder / "sequences" / record.sequence / "predictions" / f"{record.scan}.label"
+            atomic_write_bytes(path, label_map.raw_ids(ids).astype("<u4").tobytes(), fsync=False)
+
+    def write_outputs(self, folder: Path, outputs: Any, batch: Batch, pl_module: L.LightningModule) -> None:
+        """What a task's step returned for ``batch``, checked, as ``.label`` files under ``folder``."""
+        predictions = _check_outputs(outputs, batch, "SemanticKittiLabelWriter", "tensor of training ids")
+        self.write(folder, predictions, batch, _label_map(pl_module))
