@@ -347,3 +347,28 @@ def test_synthetic_writer_is_worker_count_independent(synthetic_root, tmp_path):
     )
     for a in sorted((out / "sequences").rglob("*.*")):
         assert a.read_bytes() == (tmp_path / a.relative_to(out)).read_bytes(), a
+
+
+def test_cli_writes_the_semantickitti_layout(tmp_path, capsys):
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(repo / "tools"))
+    try:
+        import make_synthetic
+    finally:
+        sys.path.remove(str(repo / "tools"))
+    argv = [str(tmp_path / "seg"), "--layout", "semantickitti", "--frames", "4", "--sequences", "2"]
+    assert make_synthetic.main([*argv, "--beams", "16", "--azimuth-step", "2", "--seed", "3", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "seg" / "synthetic.json").read_text())
+    assert meta["config"]["num_beams"] == 16 and meta["args"] == {
+        "frames": 4,
+        "sequences": 2,
+        "val_fraction": 1 / 6,
+    }
+    assert list_scans(tmp_path / "seg", "01") == ["000000", "000001"]
+    assert (tmp_path / "seg" / "sequences" / "01" / "labels" / "000001.label").is_file()
+    for bad in ([*argv, "--sequences", "0"], [*argv, "--out", str(tmp_path)], ["--layout", "semantickitti"]):
+        with pytest.raises(SystemExit) as err:
+            make_synthetic.main(bad)
+        assert err.value.code == 2
