@@ -11,17 +11,29 @@ import os
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
+import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from perception.data.datamodules import DetectionDataModule
 from perception.data.kitti import KittiFormatError
 from perception.data.waymo import WaymoFormatError
+from perception.structures.segmentation import UnknownLabelError
 from perception.tasks.detection import DetectionTask
 from perception.viz.wandb import WandbDetectionLogger
 
-__all__ = ["CONFIG_DIR", "DATA_ERRORS", "ConfigError", "DetectionCLI", "error_message", "resolve_config_args"]
+__all__ = [
+    "CONFIG_DIR",
+    "DATA_ERRORS",
+    "ConfigError",
+    "DetectionCLI",
+    "TaskCLI",
+    "config_task",
+    "error_message",
+    "resolve_config_args",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -35,6 +47,7 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
     FileNotFoundError,
     KittiFormatError,
     WaymoFormatError,
+    UnknownLabelError,
     ConfigError,
 )
 """The errors a tool reports as one line and exit status 2: missing data or config, malformed files."""
@@ -85,6 +98,23 @@ def resolve_config_args(argv: list[str], default_subcommand: str = "fit") -> lis
     return args
 
 
+def _trainer_defaults(name: str, callbacks: list) -> dict:
+    return {
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": "outputs", "name": name},
+        },
+        "callbacks": [RichProgressBar(leave=True), LearningRateMonitor(logging_interval="step"), *callbacks],
+    }
+
+
+def _add_checkpoint(parser) -> None:
+    parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+    parser.set_defaults(
+        {"checkpoint.monitor": "val/loss", "checkpoint.save_last": True, "checkpoint.filename": "best"}
+    )
+
+
 class DetectionCLI(LightningCLI):
     """LightningCLI for :class:`DetectionTask` + :class:`DetectionDataModule`.
 
@@ -99,17 +129,7 @@ class DetectionCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault(
             "trainer_defaults",
-            {
-                "logger": {
-                    "class_path": "lightning.pytorch.loggers.CSVLogger",
-                    "init_args": {"save_dir": "outputs", "name": "detection"},
-                },
-                "callbacks": [
-                    RichProgressBar(leave=True),
-                    LearningRateMonitor(logging_interval="step"),
-                    WandbDetectionLogger(every_n_val_steps=25, max_scenes=4),
-                ],
-            },
+            _trainer_defaults("detection", [WandbDetectionLogger(every_n_val_steps=25, max_scenes=4)]),
         )
         super().__init__(DetectionTask, DetectionDataModule, *args, **kwargs)
 
@@ -119,10 +139,61 @@ class DetectionCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.class_names", "model.class_names")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {"checkpoint.monitor": "val/loss", "checkpoint.save_last": True, "checkpoint.filename": "best"}
+        _add_checkpoint(parser)
+
+
+class TaskCLI(LightningCLI):
+    """LightningCLI for every task whose config names its classes: ``model: {class_path:
+    perception.tasks.SegmentationTask, init_args: ...}`` and ``data: {class_path: ..., init_args: ...}``
+    (overrides then read ``--model.init_args.lr 1e-3``). Same defaults as :class:`DetectionCLI` (CSV
+    logger under ``outputs/<task>``, last and best checkpoints by the validation loss, the learning
+    rate logged). After instantiation, values both sections name must agree (the class map).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("trainer_defaults", _trainer_defaults("task", []))
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            *args,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            **kwargs,
         )
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        task_map = getattr(self.model, "label_map", None)
+        data_map = getattr(self.datamodule, "label_map", None)
+        if task_map is not None and data_map is not None and task_map != data_map:
+            raise ConfigError(
+                f"model.init_args.label_map ({task_map.name}) and data.init_args.label_map "
+                f"({data_map.name}) differ: the classifier would be trained on the wrong classes"
+            )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        _add_checkpoint(parser)
+
+
+def config_task(args: list[str]) -> str | None:
+    """The ``model.class_path`` the given ``--config`` files name (the last one that does), or None
+    (a detection config, whose ``model`` section is the :class:`DetectionTask`'s arguments)."""
+    found = None
+    for i, arg in enumerate(args):
+        path = args[i + 1] if arg in ("--config", "-c") and i + 1 < len(args) else None
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path is None or not Path(path).is_file():
+            continue
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError:
+            continue  # LightningCLI reports it
+        model = doc.get("model") if isinstance(doc, dict) else None
+        if isinstance(model, dict) and "class_path" in model:
+            found = str(model["class_path"])
+    return found
 
 
 def check_config(task: DetectionTask, datamodule: DetectionDataModule) -> None:
@@ -155,13 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     try:
         args = resolve_config_args(sys.argv[1:] if argv is None else argv)
+        cli = TaskCLI if config_task(args) else DetectionCLI
         if argv is None:
             # LightningCLI reads sys.argv itself; giving it the resolved list there avoids its
             # "args and command line both given" warning.
             sys.argv = [sys.argv[0], *args]
-            DetectionCLI()
+            cli()
         else:
-            DetectionCLI(args=args)
+            cli(args=args)
     except DATA_ERRORS as err:
         print(f"train: error: {error_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,6 +1,12 @@
 """Models: plain ``nn.Module`` parts (encoders, backbones, heads) and their composition, the detector."""
 
-from perception.models.backbones import BEVBackbone, PillarScatter, SparseBackbone3d, SparseUNet
+from perception.models.backbones import (
+    BEVBackbone,
+    PillarScatter,
+    Point2PointBackbone,
+    SparseBackbone3d,
+    SparseUNet,
+)
 from perception.models.detector import Detector
 from perception.models.encoders import PointNetEncoder, PVTEncoder
 from perception.models.heads import CenterHead, HeadOutput, PointRefinementHead
@@ -12,6 +18,7 @@ __all__ = [
     "HeadOutput",
     "PVTEncoder",
     "PillarScatter",
+    "Point2PointBackbone",
     "PointNetEncoder",
     "PointRefinementHead",
     "SparseBackbone3d",
