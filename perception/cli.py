@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from perception.data.datamodules import DetectionDataModule
 from perception.data.kitti import KittiFormatError
+from perception.data.semantickitti import SemanticKittiFormatError
 from perception.data.waymo import WaymoFormatError
 from perception.structures.segmentation import UnknownLabelError
 from perception.tasks.detection import DetectionTask
@@ -47,6 +48,7 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
     FileNotFoundError,
     KittiFormatError,
     WaymoFormatError,
+    SemanticKittiFormatError,
     UnknownLabelError,
     ConfigError,
 )

@@ -1,4 +1,4 @@
-"""One way to load a trained task — a checkpoint with its config — and to predict over frame ids.
+"""One way to load a trained task — a checkpoint with its config — and to predict over frame ids or scans.
 
 ``tools/eval.py``, ``tools/visualize.py`` and the benchmarks all load through :func:`load_task` and
 predict through :class:`Predictor`, so a checkpoint means the same thing everywhere:
@@ -7,13 +7,21 @@ predict through :class:`Predictor`, so a checkpoint means the same thing everywh
    is not in the checkpoint's hyperparameters): the one given (a path, or a bare name looked up in
    ``configs/``), else the ``config.yaml`` LightningCLI saved beside the run
    (``RUN/config.yaml`` for ``RUN/checkpoints/last.ckpt``). Top-level keys of a saved ``fit`` config
-   that are not sections (``ckpt_path``, ...) are dropped.
+   that are not sections (``ckpt_path``, ...) are dropped. A detection config (its ``model`` section
+   the :class:`DetectionTask`'s arguments) is built by :class:`~perception.cli.DetectionCLI`; a config
+   whose ``model`` and ``data`` name their classes (``class_path``/``init_args``, e.g. a
+   :class:`~perception.tasks.segmentation.SegmentationTask` run) by :class:`~perception.cli.TaskCLI`,
+   the CLI that trained it.
 2. **Weights.** ``torch.load(ckpt, weights_only=True)`` (a Lightning checkpoint, or a bare state dict
    ``torch.save(task.state_dict(), PATH)``), loaded strictly; a ``torch.compile``-d model's keys are
-   unwrapped; a checkpoint trained for other classes than the config names is refused.
+   unwrapped; a checkpoint trained for other classes (or another class map) than the config names is
+   refused.
 3. **Frames.** :class:`Predictor` predicts exactly the frames asked for (datasets take
-   ``frame_ids=``), through the config's validation transforms and the trainer's precision (what
-   validation saw), and hands the detections to prediction-writer callbacks or back to the caller.
+   ``frame_ids=``; segmentation: whole sequences, or a split's), through the config's validation
+   transforms and the trainer's precision (what validation saw), and hands the predictions
+   (:class:`~perception.structures.Detections`, or per scan (N,) training ids) to prediction-writer
+   callbacks or back to the caller. Loading never generates data: a segmentation data module's
+   ``generate`` is turned off.
 
 Errors a user can fix (no config, a checkpoint that is not one, one for another model) raise
 :class:`InferenceError` with a one-line message.
@@ -21,6 +29,8 @@ Errors a user can fix (no config, a checkpoint that is not one, one for another 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import pickle
 import sys
@@ -34,16 +44,19 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from perception.cli import CONFIG_DIR, DetectionCLI
+from perception.cli import CONFIG_DIR, DetectionCLI, TaskCLI
 from perception.data.datamodules import DetectionDataModule
 from perception.structures import Detections
+from perception.structures.segmentation import label_map as resolve_label_map
 from perception.tasks.detection import DetectionTask
+from perception.tasks.segmentation import SegmentationTask
 
 __all__ = [
     "InferenceError",
     "LoadedTask",
     "Predictor",
     "config_dataset",
+    "config_kind",
     "find_config",
     "load_task",
     "read_checkpoint",
@@ -96,10 +109,45 @@ def read_config(config: Path) -> dict[str, Any]:
     return {k: v for k, v in content.items() if k in _CONFIG_SECTIONS}
 
 
+def _named_class(section: Any) -> str | None:
+    """The ``class_path`` a config section names (a TaskCLI config), or None (a DetectionCLI one)."""
+    if isinstance(section, dict) and "class_path" in section:
+        return str(section["class_path"])
+    return None
+
+
+def _import_class(class_path: str, config: Path) -> type:
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise InferenceError(f"{config}: class_path {class_path!r} does not name a class ({err})") from err
+    if not isinstance(found, type):
+        raise InferenceError(f"{config}: class_path {class_path!r} is not a class")
+    return found
+
+
+def config_kind(config: Path) -> str:
+    """The task a config trains: ``segmentation`` (its ``model.class_path`` a
+    :class:`~perception.tasks.segmentation.SegmentationTask`) or ``detection``; known before anything
+    is built."""
+    class_path = _named_class(read_config(config).get("model"))
+    if class_path is not None and issubclass(_import_class(class_path, config), SegmentationTask):
+        return "segmentation"
+    return "detection"
+
+
 def config_dataset(config: Path) -> str:
-    """The dataset kind a config's data module reads (``data.dataset``: ``kitti`` unless it says ``waymo``),
-    known before anything is built: a checkpoint of the other kind would not even load."""
-    return str((read_config(config).get("data") or {}).get("dataset", "kitti"))
+    """The dataset kind a config's data module reads (``data.dataset``: ``kitti`` unless it says ``waymo``;
+    ``semantickitti`` for a segmentation config), known before anything is built: a checkpoint of the
+    other kind would not even load."""
+    data = read_config(config).get("data") or {}
+    if _named_class(data) is not None:
+        dataset = (data.get("init_args") or {}).get("dataset")
+        if dataset is not None:
+            return str(dataset)
+        return "semantickitti" if config_kind(config) == "segmentation" else "kitti"
+    return str(data.get("dataset", "kitti"))
 
 
 def read_checkpoint(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -131,29 +179,37 @@ class LoadedTask:
     """A task rebuilt from its config with the checkpoint's weights, its data module and a trainer.
 
     Attributes:
-        task: the :class:`~perception.tasks.detection.DetectionTask`, in eval mode.
+        task: the :class:`~perception.tasks.detection.DetectionTask` (or the config's task, e.g. a
+            :class:`~perception.tasks.segmentation.SegmentationTask`), in eval mode.
         datamodule: the config's data module (``data.root`` replaced where asked).
         trainer: a one-device trainer with the config's precision, no logger, no batch limits.
         config: the config file the task was built from.
         checkpoint: the checkpoint the weights came from (None: initial weights).
     """
 
-    task: DetectionTask
-    datamodule: DetectionDataModule
+    task: DetectionTask | L.LightningModule
+    datamodule: DetectionDataModule | L.LightningDataModule
     trainer: L.Trainer
     config: Path
     checkpoint: Path | None
 
     @property
+    def kind(self) -> str:
+        """``segmentation`` for a :class:`~perception.tasks.segmentation.SegmentationTask`, else ``detection``."""
+        return "segmentation" if isinstance(self.task, SegmentationTask) else "detection"
+
+    @property
     def dataset(self) -> str:
-        """The data module's dataset kind (``kitti`` or ``waymo``)."""
-        return self.datamodule.dataset
+        """The data module's dataset kind (``kitti`` or ``waymo``; ``semantickitti`` for segmentation)."""
+        found = getattr(self.datamodule, "dataset", None)
+        if found is None:
+            return "semantickitti" if self.kind == "segmentation" else "kitti"
+        return str(found)
 
 
 def _trainer_args(out_dir: str | os.PathLike | None) -> list[str]:
-    """What every inference run sets: no logger, one device, no batch limits or compile."""
+    """What every inference run sets: no logger, one device, no batch limits."""
     args = [
-        "--model.compile", "false",
         "--trainer.logger", "false",
         "--trainer.devices", "1",
         "--trainer.num_nodes", "1",
@@ -163,11 +219,72 @@ def _trainer_args(out_dir: str | os.PathLike | None) -> list[str]:
         "--trainer.limit_val_batches", "null",
         "--trainer.limit_test_batches", "null",
         "--trainer.limit_predict_batches", "null",
-        "--data.database", "null",  # else prepare_data would build the train split's database
     ]  # fmt: skip
     if out_dir is not None:
         args += ["--trainer.default_root_dir", str(out_dir)]
     return args
+
+
+def _parameters(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _section_args(
+    config: dict[str, Any],
+    path: Path,
+    data_root: str | os.PathLike | None,
+    batch_size: int | None,
+    num_workers: int | None,
+) -> tuple[type[DetectionCLI] | type[TaskCLI], list[str]]:
+    """The CLI that builds ``config`` and the ``model`` / ``data`` arguments inference sets.
+
+    A detection config: no ``torch.compile``, no ground-truth database (else ``prepare_data`` would
+    build the train split's). A TaskCLI config: the same where its classes take them
+    (``compile``, ``database``), and no generated data (``generate``).
+    """
+    model_class, data_class = _named_class(config.get("model")), _named_class(config.get("data"))
+    if model_class is None:
+        args = ["--model.compile", "false", "--data.database", "null"]
+        prefix, data_params = "--data.", {"root", "val_batch_size", "num_workers"}
+        cli: type[DetectionCLI] | type[TaskCLI] = DetectionCLI
+    else:
+        if data_class is None:
+            raise InferenceError(
+                f"{path}: model names its class_path but data does not; a task config names both"
+            )
+        model_params = _parameters(_import_class(model_class, path))
+        data_params = _parameters(_import_class(data_class, path))
+        args = ["--model.init_args.compile", "false"] if "compile" in model_params else []
+        args += ["--data.init_args.database", "null"] if "database" in data_params else []
+        args += ["--data.init_args.generate", "false"] if "generate" in data_params else []
+        prefix, cli = "--data.init_args.", TaskCLI
+    for key, value in (("root", data_root), ("val_batch_size", batch_size), ("num_workers", num_workers)):
+        if value is None:
+            continue
+        if key not in data_params:
+            raise InferenceError(f"{path}: the data module {data_class} takes no {key}")
+        args += [f"{prefix}{key}", str(value)]
+    return cli, args
+
+
+def _check_classes(task: L.LightningModule, hparams: dict[str, Any], ckpt: Any, path: Path) -> None:
+    """Refuse a checkpoint trained for other classes (detection) or another class map (segmentation)."""
+    trained = hparams.get("class_names")
+    if trained is not None and list(trained) != list(task.class_names):
+        raise InferenceError(
+            f"{ckpt} was trained for classes {list(trained)} but {path} names {task.class_names}"
+        )
+    trained_map, config_map = hparams.get("label_map"), getattr(task, "label_map", None)
+    if isinstance(trained_map, str) and config_map is not None:
+        try:
+            trained_names = list(resolve_label_map(trained_map).class_names)
+        except (OSError, ValueError):  # a class map file that is gone: the weights' shapes still check
+            return
+        if trained_names != list(config_map.class_names):
+            raise InferenceError(
+                f"{ckpt} was trained with the class map {trained_map!r} {trained_names} but {path} "
+                f"names {config_map.name!r} {list(config_map.class_names)}"
+            )
 
 
 def load_task(
@@ -186,7 +303,7 @@ def load_task(
         ckpt: a checkpoint (``.ckpt``) or saved state dict; None for the config's initial weights.
         config: the config (path or name in ``configs/``); default the run's ``config.yaml``.
         overrides: LightningCLI overrides (``--section.key value`` ...).
-        data_root: replaces ``data.root``.
+        data_root: replaces ``data.root`` (``data.init_args.root`` in a TaskCLI config).
         out_dir: the trainer's ``default_root_dir``, where the config is saved as ``config.yaml``
             (None: the config's default root, and no config is saved).
         batch_size, num_workers: replace ``data.val_batch_size`` / ``data.num_workers``.
@@ -197,26 +314,18 @@ def load_task(
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     path = find_config(ckpt, config)
     state, hparams = read_checkpoint(ckpt) if ckpt is not None else ({}, {})
-    args = ["--config", yaml.safe_dump(read_config(path), sort_keys=False), *_trainer_args(out_dir)]
-    if data_root is not None:
-        args += ["--data.root", str(data_root)]
-    if batch_size is not None:
-        args += ["--data.val_batch_size", str(batch_size)]
-    if num_workers is not None:
-        args += ["--data.num_workers", str(num_workers)]
+    sections = read_config(path)
+    cli_class, section_args = _section_args(sections, path, data_root, batch_size, num_workers)
+    args = ["--config", yaml.safe_dump(sections, sort_keys=False), *_trainer_args(out_dir), *section_args]
     argv0, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when args and sys.argv both hold some
     try:
         # the config is saved beside the outputs (OUT/config.yaml), never into the working directory
         save = {} if out_dir is not None else {"save_config_callback": None}
-        cli = DetectionCLI(run=False, args=[*args, *overrides], **save)
+        cli = cli_class(run=False, args=[*args, *overrides], **save)
     finally:
         sys.argv = argv0
     task = cli.model
-    trained = hparams.get("class_names")
-    if trained is not None and list(trained) != list(task.class_names):
-        raise InferenceError(
-            f"{ckpt} was trained for classes {list(trained)} but {path} names {task.class_names}"
-        )
+    _check_classes(task, hparams, ckpt, path)
     if ckpt is not None:
         try:
             task.load_state_dict(state, strict=True)
@@ -226,10 +335,12 @@ def load_task(
 
 
 class Predictor:
-    """Detections of a :class:`LoadedTask` for chosen frames of its data root.
+    """Predictions of a :class:`LoadedTask` for chosen frames of its data root.
 
     Frames go through the config's validation transforms and the trainer (its precision, the task's
-    ``predict_step``), exactly as validation sees them.
+    ``predict_step``), exactly as validation sees them. Detection: one
+    :class:`~perception.structures.Detections` per frame. Segmentation: one (N,) int64 tensor of
+    training ids 1..K per scan, for every scan of the sequences asked for (or of a split).
 
     Args:
         loaded: the task, data module and trainer (:func:`load_task`).
@@ -249,35 +360,74 @@ class Predictor:
         split_folder: str | None = None,
         callbacks: Sequence[Callback] = (),
         return_predictions: bool = True,
-    ) -> list[Detections] | None:
+        sequences: Sequence[str] | None = None,
+    ) -> list[Detections] | list[torch.Tensor] | None:
         """Predict ``frame_ids`` (or the whole split file ``split``) and pass them to ``callbacks``.
 
         Args:
             frame_ids: KITTI ids (``000123``) or converted-Waymo keys (``<context>/<timestamp>``);
-                None for every frame of ``split``'s split file.
-            split: KITTI: the split file's name (``val``); Waymo: the split folder holding the frames.
+                None for every frame of ``split``'s split file. Not for segmentation.
+            split: KITTI: the split file's name (``val``); Waymo: the split folder holding the frames;
+                segmentation: the data module's split (``train``, ``val``, ``test``) whose sequences
+                are predicted (default: its ``predict`` sequences).
             split_folder: KITTI only: the frames' folder (``training`` / ``testing``).
-            callbacks: e.g. :class:`~perception.tasks.writers.KittiResultWriter`, for this run only.
-            return_predictions: return the detections (one per frame, in order) or nothing.
+            callbacks: e.g. :class:`~perception.tasks.writers.KittiResultWriter` (segmentation:
+                :class:`~perception.tasks.writers.SemanticKittiLabelWriter`), for this run only.
+            return_predictions: return the predictions (one per frame, in order) or nothing.
+            sequences: segmentation only: predict every scan of these sequences (``["08"]``).
         """
-        datamodule, trainer = self.loaded.datamodule, self.loaded.trainer
+        if self.loaded.kind == "segmentation":
+            return self._run_segmentation(frame_ids, split, sequences, callbacks, return_predictions)
+        if sequences is not None:
+            raise InferenceError("sequences are chosen for segmentation; detection predicts frame_ids")
+        datamodule = self.loaded.datamodule
         if split is not None:
             datamodule.predict_split = split
         if split_folder is not None:
             datamodule.predict_split_folder = split_folder
         datamodule.predict_frame_ids = None if frame_ids is None else [str(f) for f in frame_ids]
+        return self._predict(callbacks, return_predictions, datamodule=datamodule)
+
+    def _run_segmentation(
+        self,
+        frame_ids: Sequence[str] | None,
+        split: str | None,
+        sequences: Sequence[str] | None,
+        callbacks: Sequence[Callback],
+        return_predictions: bool,
+    ) -> list[torch.Tensor] | None:
+        """Every scan of ``sequences`` (or of ``split``'s), through the validation transforms, in
+        sequence and scan order. The data module builds the loader; nothing is generated."""
+        from perception.data.semantickitti import SemanticKittiDataset
+
+        if frame_ids is not None:
+            raise InferenceError("segmentation predicts whole sequences: pass sequences (or a split)")
+        datamodule = self.loaded.datamodule
+        if sequences is None:
+            sequences = datamodule.sequences(split or "predict")
+        names = [f"{int(s):02d}" if str(s).isdigit() and len(str(s)) < 2 else str(s) for s in sequences]
+        datamodule.predict_set = SemanticKittiDataset(
+            datamodule.root,
+            names,
+            datamodule.label_map,
+            datamodule.val_transforms,
+            seed=datamodule.seed,
+            with_labels=None,
+        )
+        return self._predict(callbacks, return_predictions, dataloaders=datamodule.predict_dataloader())
+
+    def _predict(self, callbacks: Sequence[Callback], return_predictions: bool, **source: Any) -> list | None:
+        trainer = self.loaded.trainer
         added = [c for c in callbacks if c not in trainer.callbacks]
         trainer.callbacks.extend(added)
         try:
-            outputs = trainer.predict(
-                self.loaded.task, datamodule=datamodule, return_predictions=return_predictions
-            )
+            outputs = trainer.predict(self.loaded.task, return_predictions=return_predictions, **source)
         finally:
             for callback in added:
                 trainer.callbacks.remove(callback)
         if not return_predictions:
             return None
-        return [det for batch in outputs or [] for det in batch]
+        return [item for batch in outputs or [] for item in batch]
 
     def frames(self) -> Any:
         """The dataset of the last :meth:`run` (its samples as the model saw them)."""

@@ -5,8 +5,9 @@ Every case starts a fresh interpreter, imports its modules one after another and
 interpreter (the union of what they load is what matters, and each offender is named with the import
 that brought it in). Ops and geometry sit at the bottom, structures above them, data and models beside
 each other (neither loads the other), eval reads structures and the file formats it scores but no
-dataset, transform or data module. Benchmarks live in the top-level ``benchmarks/`` package, never
-inside the library.
+dataset, transform or data module, and tasks compose models and evaluators (with what those read) but
+load no dataset, data module, viewer or CLI. Benchmarks live in the top-level ``benchmarks/`` package,
+never inside the library.
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ eval_reads_formats.rule = (
 )
 
 
+def tasks_compose(name: str) -> bool:
+    return within(name, ("perception.models", "perception.tasks")) or eval_reads_formats(name)
+
+
+tasks_compose.rule = (
+    f"only perception.models*, perception.tasks* and what eval may load ({eval_reads_formats.rule})"
+)
+
+
 def _ops_modules() -> tuple[str, ...]:
     """perception.ops and its submodules, benchmark files (``_bench*``) aside."""
     names = ["perception.ops"]
@@ -128,6 +138,8 @@ DATA_MODULES = (
     "perception.data.waymo.convert",
     "perception.data.waymo.database",
     "perception.data.synthetic",
+    "perception.data.semantickitti",
+    "perception.data.segmentation",
 )
 
 # (id, modules imported in turn in one fresh interpreter, the rule each loaded module must meet)
@@ -141,7 +153,11 @@ CASES = [
     ),
     (
         "perception.models",
-        ("perception.models",),
+        (
+            "perception.models",
+            "perception.models.backbones.point2point",
+            "perception.models.backbones.sparse_unet",
+        ),
         only("perception.models", "perception.ops", "perception.geometry", "perception.structures"),
     ),
     ("perception.data", DATA_MODULES, never(*DATA_FORBIDDEN)),
@@ -152,8 +168,15 @@ CASES = [
             "perception.eval.waymo",
             "perception.eval.localization",
             "perception.eval.detection",
+            "perception.eval.base",
+            "perception.eval.segmentation",
         ),
         eval_reads_formats,
+    ),
+    (
+        "perception.tasks",
+        ("perception.tasks.segmentation", "perception.tasks.detection", "perception.tasks.writers"),
+        tasks_compose,
     ),
 ]
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Evaluate a detection checkpoint: KITTI result files and AP, or a Waymo submission file and mAP/mAPH.
+"""Evaluate a checkpoint: KITTI result files and AP, a Waymo submission file and mAP/mAPH, or
+SemanticKITTI prediction files and mIoU.
 
     python tools/eval.py --ckpt PATH --data-root DIR [--config NAME.yaml] [--split val]
-        [--split-folder training] [--frames ID ...] [--out DIR] [--batch-size N] [--num-workers N]
+        [--split-folder training] [--frames ID ...] [--sequences NN ...] [--out DIR] [--batch-size N]
+        [--num-workers N]
         [LightningCLI overrides: --trainer.precision 16-mixed, --model.model.init_args.head.init_args.score_threshold 0.05, ...]
 
 1. **Model**: :func:`perception.inference.load_task` — the config given or the run's ``config.yaml``,
@@ -24,9 +26,24 @@ submission format (:class:`~perception.tasks.writers.WaymoSubmissionWriter`), it
 ``OUT/ground_truth.bin``, and the official mAP / mAPH (scored from the written file) to the table and
 ``OUT/metrics.json`` (``{VEHICLE|PEDESTRIAN|CYCLIST}_LEVEL_{1|2}`` → ``{"mAP", "mAPH"}``).
 
-``OUT`` defaults to ``RUN/eval/<split>`` for a checkpoint ``RUN/checkpoints/NAME.ckpt``. Exit status 0
-on success, 2 on a usage or data error (a missing dataset says where data goes; a malformed file is
-named with its problem), printed as one line.
+**Segmentation** (a config whose ``model.class_path`` is a
+:class:`~perception.tasks.segmentation.SegmentationTask`, e.g. the ``config.yaml`` of a
+``p2p_seg_synthetic.yaml`` run; ``--data-root`` a SemanticKITTI-layout root, ``ROOT/sequences/NN``):
+every scan of the split's sequences (``--split val|test``: the data module's, i.e. the root's
+``synthetic.json`` splits or SemanticKITTI's official 08 / 11-21), or of ``--sequences 08 ...``, is
+predicted through the config's validation transforms and written as one ``.label`` file of raw ids
+in the official submission layout ``OUT/sequences/NN/predictions/NNNNNN.label``
+(:class:`~perception.tasks.writers.SemanticKittiLabelWriter`; the ``.label`` files already there are
+removed first). When every sequence has its ``labels`` folder, the written files are scored with
+:func:`perception.eval.segmentation.semantic_iou_from_files` and the checkpoint's class map (the
+numbers ``python -m perception.eval.segmentation ROOT OUT --label-map MAP`` gives), printed as a
+table and written atomically to ``OUT/metrics.json`` (``{"mIoU", "IoU": {class: ..}, "accuracy"}``
+in percent); SemanticKITTI's unlabelled test sequences give predictions only. ``--frames`` and
+``--split-folder`` are detection's; ``--sequences`` is segmentation's.
+
+``OUT`` defaults to ``RUN/eval/<split>`` (``RUN/eval/sequences_08_09`` with ``--sequences``) for a
+checkpoint ``RUN/checkpoints/NAME.ckpt``. Exit status 0 on success, 2 on a usage or data error (a
+missing dataset says where data goes; a malformed file is named with its problem), printed as one line.
 """
 
 from __future__ import annotations
@@ -48,21 +65,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python tools/eval.py",
         description="Predict KITTI result files (or a Waymo submission) for a split with a detection "
-        "checkpoint and, when the split has labels, evaluate them. Extra --section.key value arguments "
-        "are LightningCLI overrides of the config.",
+        "checkpoint, or SemanticKITTI .label files with a segmentation checkpoint, and, when the split "
+        "has labels, evaluate them. Extra --section.key value arguments are LightningCLI overrides of "
+        "the config.",
     )
     p.add_argument("--ckpt", required=True, type=Path, help="checkpoint (.ckpt) or saved state dict")
-    p.add_argument("--data-root", required=True, type=Path, help="KITTI-layout or converted Waymo root")
+    p.add_argument(
+        "--data-root", required=True, type=Path,
+        help="KITTI-layout, converted Waymo or (segmentation) SemanticKITTI-layout root",
+    )  # fmt: skip
     p.add_argument(
         "--config",
         help="config YAML (a bare name is looked up in configs/); default: the config.yaml saved beside "
         "the checkpoint's run",
     )
-    p.add_argument("--split", default="val", help="ImageSets split (default val)")
+    p.add_argument(
+        "--split", default="val",
+        help="ImageSets split (default val); segmentation: the data module's split, val or test",
+    )  # fmt: skip
     p.add_argument(
         "--split-folder", default="training", help="folder of the scans: training (default) or testing"
     )
     p.add_argument("--frames", nargs="+", help="evaluate exactly these frame ids (instead of the split file)")
+    p.add_argument(
+        "--sequences",
+        nargs="+",
+        help="segmentation: evaluate every scan of these sequences (instead of the split's)",
+    )
     p.add_argument("--out", type=Path, help="output folder (default RUN/eval/SPLIT beside RUN/checkpoints/)")
     p.add_argument("--batch-size", type=int, help="prediction batch size (default: the config's)")
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default: the config's)")
@@ -73,6 +102,11 @@ def default_out(ckpt: Path, split: str) -> Path:
     """``RUN/eval/<split>`` beside the run the checkpoint comes from (``RUN/checkpoints/x.ckpt``)."""
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     return run / "eval" / split
+
+
+def _sequence_names(sequences: list[str]) -> list[str]:
+    """SemanticKITTI sequence folder names: ``8`` → ``08``."""
+    return [f"{int(s):02d}" if s.isdigit() else s for s in sequences]
 
 
 def select_frames(root: Path, split: str, split_folder: str, frames: list[str] | None) -> list[str] | None:
@@ -175,29 +209,87 @@ def run_waymo(args: argparse.Namespace, predictor, out: Path) -> dict:
     return results
 
 
+def run_segmentation(args: argparse.Namespace, predictor, out: Path) -> dict | None:
+    """SemanticKITTI-layout data: ``OUT/sequences/NN/predictions/*.label`` and, with labels, the mIoU."""
+    from perception.data.io import atomic_write_text
+    from perception.eval.segmentation import format_results, semantic_iou_from_files
+    from perception.tasks.writers import SemanticKittiLabelWriter
+
+    if args.frames:
+        raise EvalError("segmentation evaluates whole sequences: use --sequences NN ... instead of --frames")
+    (out / "metrics.json").unlink(missing_ok=True)
+    predictor.run(
+        split=args.split, sequences=args.sequences,
+        callbacks=[SemanticKittiLabelWriter(str(out))], return_predictions=False,
+    )  # fmt: skip
+    dataset = predictor.frames()
+    expected = [out / "sequences" / seq / "predictions" / f"{scan}.label"
+                for seq, scan in (f.split("/") for f in dataset.frame_ids)]  # fmt: skip
+    missing = [str(p) for p in expected if not p.is_file()]
+    if missing:
+        raise EvalError(
+            f"{out / 'sequences'}: no prediction file for {len(missing)} scans, e.g. {missing[:3]}"
+        )
+    sequences = list(dataset.sequences)
+    print(f"eval: {len(expected)} prediction files of sequences {' '.join(sequences)} in {out / 'sequences'}")
+    if not dataset.with_labels:
+        print(
+            f"eval: sequences {' '.join(sequences)} of {args.data_root} have no labels; predictions only, no metrics"
+        )
+        return None
+    label_map = predictor.loaded.task.label_map
+    try:
+        results = semantic_iou_from_files(args.data_root, out, label_map, sequences)
+    except (OSError, ValueError) as err:  # e.g. a label file of the wrong size, named
+        raise EvalError(f"evaluation failed: {err}") from err
+    print(format_results(results))
+    atomic_write_text(out / "metrics.json", json.dumps(results, indent=1) + "\n")
+    print(f"eval: metrics in {out / 'metrics.json'} (class map {label_map.name})")
+    return results
+
+
+def _missing_root(args: argparse.Namespace) -> EvalError:
+    """Where data goes, for the kind of data the checkpoint's config reads."""
+    from perception.inference import InferenceError, config_dataset, config_kind, find_config
+
+    try:
+        config = find_config(args.ckpt, args.config)
+        kind, dataset = config_kind(config), config_dataset(config)
+    except InferenceError:
+        kind = dataset = None
+    if kind == "segmentation":
+        from perception.data.semantickitti import missing_data_message
+
+        return EvalError(missing_data_message(args.data_root))
+    if dataset == "waymo":
+        from perception.data.waymo.converted import missing_waymo_message
+
+        return EvalError(missing_waymo_message(args.data_root, args.split))
+    from perception.data.datasets import missing_dataset_message
+
+    return EvalError(missing_dataset_message(args.data_root, args.split, args.split_folder))
+
+
 def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
     """Predict (and evaluate); returns the metrics, or None when the split has no labels."""
-    from perception.inference import InferenceError, Predictor, config_dataset, find_config, load_task
+    from perception.inference import Predictor, load_task
 
     if not args.data_root.exists():  # say where data goes before anything else can fail
-        try:
-            dataset = config_dataset(find_config(args.ckpt, args.config))
-        except InferenceError:
-            dataset = None
-        if dataset == "waymo":
-            from perception.data.waymo.converted import missing_waymo_message
-
-            raise EvalError(missing_waymo_message(args.data_root, args.split))
-        from perception.data.datasets import missing_dataset_message
-
-        raise EvalError(missing_dataset_message(args.data_root, args.split, args.split_folder))
-    out = args.out or default_out(args.ckpt, args.split)
+        raise _missing_root(args)
+    if args.sequences:
+        args.sequences = _sequence_names(args.sequences)
+    label = f"sequences_{'_'.join(args.sequences)}" if args.sequences else args.split
+    out = args.out or default_out(args.ckpt, label)
     loaded = load_task(
         args.ckpt, args.config, overrides, data_root=args.data_root, out_dir=out,
         batch_size=args.batch_size, num_workers=args.num_workers,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(loaded)
+    if loaded.kind == "segmentation":
+        return run_segmentation(args, predictor, out)
+    if args.sequences:
+        raise EvalError("--sequences is for segmentation checkpoints; detection takes --split or --frames")
     if loaded.dataset == "waymo":
         return run_waymo(args, predictor, out)
     return run_kitti(args, predictor, out)
