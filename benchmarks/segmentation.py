@@ -32,6 +32,14 @@ __all__ = ["BACKBONES", "bench_segmentation", "kitti_scans"]
 VELODYNE = REPO / "tests" / "data" / "kitti" / "training" / "velodyne"
 
 
+def point2point(in_channels: int) -> nn.Module:
+    """Point2Point at the defaults of ``configs/p2p_seg_synthetic.yaml`` (0.1 m cells, Hilbert order,
+    1D convolutions of kernel 5, widths 32-64-128-256)."""
+    from perception.models import Point2PointBackbone
+
+    return Point2PointBackbone(in_channels, 64, grid_size=0.1)
+
+
 def sparse_unet(in_channels: int) -> nn.Module:
     """The MinkUNet-like baseline at its defaults (0.1 m voxels, widths 32-64-128-256, one block a level)."""
     from perception.models import SparseUNet
@@ -40,6 +48,7 @@ def sparse_unet(in_channels: int) -> nn.Module:
 
 
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
+    "point2point": point2point,
     "sparse_unet": sparse_unet,
 }
 

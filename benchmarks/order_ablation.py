@@ -1,0 +1,129 @@
+"""The ablation Point2Point rests on: the same network and budget, only the sequence order changes.
+
+Each (order, seed) trains ``configs/p2p_seg_synthetic.yaml`` (or any segmentation config) through
+``tools/train.py`` in its own process with ``--model.init_args.backbone.init_args.order ORDER``, the seed
+given to both the model (``seed_everything``) and the data (``data.init_args.seed``: augmentation and
+sampling), and the same extra overrides for every run. The last validation's mIoU and per-class IoU
+(the SemanticKITTI definitions, :mod:`perception.eval.segmentation`) are read from the run's CSV log
+and kept in ``OUT/<order>-seed<seed>/result.json``; a run whose result exists is not repeated, so a
+killed ablation resumes. :func:`summarise` gives mean ± standard deviation and min–max per order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import REPO
+
+__all__ = ["read_last_validation", "run_ablation", "summarise"]
+
+
+def read_last_validation(run_dir: Path) -> dict[str, float]:
+    """The last row with ``val/mIoU`` of the newest ``metrics.csv`` under ``run_dir``: ``{key: value}``
+    for every ``val/...`` column that row fills (``val/mIoU``, ``val/IoU/<class>``, ``val/accuracy``)."""
+    logs = sorted(run_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        raise FileNotFoundError(f"{run_dir}: no metrics.csv (did the run validate?)")
+    last: dict[str, float] | None = None
+    with logs[-1].open() as f:
+        for row in csv.DictReader(f):
+            if row.get("val/mIoU"):
+                last = {k: float(v) for k, v in row.items() if k.startswith("val/") and v != ""}
+    if last is None:
+        raise ValueError(f"{logs[-1]}: no validation row with val/mIoU")
+    return last
+
+
+def run_ablation(
+    out: str | os.PathLike,
+    orders: Sequence[str] = ("hilbert", "z", "random"),
+    seeds: Sequence[int] = (0, 1, 2),
+    config: str = "p2p_seg_synthetic.yaml",
+    overrides: Sequence[str] = (),
+    python: str = sys.executable,
+    log=print,
+) -> list[dict]:
+    """Train every (order, seed) not done yet; returns one result dict per run (see the module docstring)."""
+    out = Path(out)
+    results = []
+    for seed in seeds:
+        for order in orders:
+            run_dir = out / f"{order}-seed{seed}"
+            result_file = run_dir / "result.json"
+            if result_file.is_file():
+                results.append(json.loads(result_file.read_text()))
+                log(f"{order} seed {seed}: done before, mIoU {results[-1]['mIoU']:.1f}")
+                continue
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cmd = [
+                python,
+                str(REPO / "tools" / "train.py"),
+                "fit",
+                "--config",
+                config,
+                "--seed_everything",
+                str(seed),
+                "--data.init_args.seed",
+                str(seed),
+                "--model.init_args.backbone.init_args.order",
+                order,
+                "--trainer.default_root_dir",
+                str(run_dir),
+                "--trainer.logger.init_args.save_dir",
+                str(run_dir),
+                "--trainer.enable_progress_bar",
+                "false",
+                *overrides,
+            ]
+            log(f"{order} seed {seed}: training ({' '.join(cmd[2:])})")
+            t0 = time.perf_counter()
+            with (run_dir / "train.log").open("w") as logfile:
+                subprocess.run(cmd, check=True, cwd=REPO, stdout=logfile, stderr=subprocess.STDOUT)
+            metrics = read_last_validation(run_dir)
+            result = {
+                "order": order,
+                "seed": seed,
+                "mIoU": metrics["val/mIoU"],
+                "IoU": {k.removeprefix("val/IoU/"): v for k, v in metrics.items() if k.startswith("val/IoU/")},
+                "train_s": time.perf_counter() - t0,
+                "overrides": list(overrides),
+                "config": config,
+            }
+            tmp = result_file.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(result, indent=1) + "\n")
+            tmp.replace(result_file)
+            results.append(result)
+            log(f"{order} seed {seed}: mIoU {result['mIoU']:.1f} in {result['train_s']:.0f} s")
+    return results
+
+
+def summarise(results: Sequence[dict]) -> list[dict]:
+    """Per order: runs, mIoU mean ± standard deviation (n − 1), min and max, and each class's mean IoU."""
+    rows = []
+    for order in dict.fromkeys(r["order"] for r in results):
+        runs = [r for r in results if r["order"] == order]
+        m = [r["mIoU"] for r in runs]
+        mean = sum(m) / len(m)
+        std = math.sqrt(sum((v - mean) ** 2 for v in m) / (len(m) - 1)) if len(m) > 1 else 0.0
+        classes = list(runs[0]["IoU"])
+        rows.append(
+            {
+                "order": order,
+                "runs": len(runs),
+                "mIoU_mean": mean,
+                "mIoU_std": std,
+                "mIoU_min": min(m),
+                "mIoU_max": max(m),
+                "seeds": [r["seed"] for r in runs],
+                "IoU_mean": {c: sum(r["IoU"][c] for r in runs) / len(runs) for c in classes},
+            }
+        )
+    return rows
