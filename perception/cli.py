@@ -23,7 +23,7 @@ from perception.data.semantickitti import SemanticKittiFormatError
 from perception.data.waymo import WaymoFormatError
 from perception.structures.segmentation import UnknownLabelError
 from perception.tasks.detection import DetectionTask
-from perception.viz.wandb import WandbDetectionLogger
+from perception.viz.wandb import WandbDetectionLogger, WandbSegmentationLogger
 
 __all__ = [
     "CONFIG_DIR",
@@ -149,12 +149,16 @@ class TaskCLI(LightningCLI):
     perception.tasks.SegmentationTask, init_args: ...}`` and ``data: {class_path: ..., init_args: ...}``
     (overrides then read ``--model.init_args.lr 1e-3``). Same defaults as :class:`DetectionCLI` (CSV
     logger under ``outputs/<task>``, last and best checkpoints by the validation loss, the learning
-    rate logged). After instantiation, values both sections name must agree (the class map).
+    rate logged) and :class:`~perception.viz.wandb.WandbSegmentationLogger` (validation point clouds
+    and the IoU table of a segmentation task; idle for other tasks and without a W&B logger). After
+    instantiation, values both sections name must agree (the class map).
     """
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("trainer_defaults", _trainer_defaults("task", []))
+        # the segmentation logger idles unless the model is a SegmentationTask (and W&B is configured)
+        segmentation = WandbSegmentationLogger(every_n_val_steps=25, max_scenes=4)
+        kwargs.setdefault("trainer_defaults", _trainer_defaults("task", [segmentation]))
         super().__init__(
             L.LightningModule,
             L.LightningDataModule,

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Look at frames of a KITTI-layout dataset (real KITTI or synthetic) or of converted Waymo data,
-with labels and predictions.
+"""Look at frames of a KITTI-layout dataset (real KITTI or synthetic), of converted Waymo data, or
+scans of a SemanticKITTI-layout root, with labels and predictions.
 
-    python tools/visualize.py --data-root DIR --frame ID [ID ...] [--split SPLIT] [--dataset auto|kitti|waymo]
+    python tools/visualize.py --data-root DIR --frame ID [ID ...] [--split SPLIT]
+        [--dataset auto|kitti|waymo|semantickitti]
         [--predictions DIR|FILE.bin | --ckpt PATH [--config NAME.yaml]] [--save OUT.png]
         [--view bev|chase|free [--pose FILE]] [--color height|intensity] [--bev]
         [--score-threshold S] [--width W --height H]
+    python tools/visualize.py --data-root DIR (--sequence 08 [--scan 000000 ...] | --frames 08/000000 ...)
+        [--color-by label|prediction|error|height|intensity] [--label-map NAME|FILE.yaml]
+        [--predictions DIR | --ckpt PATH [--config NAME.yaml]] [--save OUT.png [--bev]] [--view ...]
 
 **KITTI layout** (``ROOT/{split}/velodyne``; ``--split`` default ``training``):
 
@@ -46,10 +50,36 @@ with labels and predictions.
   frames are read by the config's data module (exactly the requested ones), through the validation
   transforms, as in evaluation (:mod:`perception.inference`).
 
-**Output** (both layouts):
+**SemanticKITTI layout** (``ROOT/sequences/NN/velodyne/NNNNNN.bin``, ``labels/NNNNNN.label``; the
+synthetic segmentation set of ``tools/make_synthetic.py --layout semantickitti`` too): ``--dataset
+auto`` takes a root with a ``sequences/NN/velodyne`` folder for one (``--dataset semantickitti``
+skips the guess).
+
+- **Scans**: ``--sequence 08 --scan 000000 [000001 ...]`` (no ``--scan``: every scan of the
+  sequence), or ``--frames 08/000000 [...]`` (``--frame`` is the same option); numbers are zero-padded.
+- **Class map** (``--label-map``): ``synthetic`` for a root with a ``synthetic.json`` (the generator's),
+  else ``semantic-kitti``; or a SemanticKITTI-style YAML. With ``--ckpt`` the checkpoint's task's.
+- **Predictions**: ``--predictions DIR``, a predictions root as
+  :class:`~perception.tasks.writers.SemanticKittiLabelWriter` and ``tools/eval.py`` write it
+  (``DIR/sequences/NN/predictions/NNNNNN.label``, raw ids), or, where ``DIR`` has no ``sequences``
+  folder, a plain folder of ``NNNNNN.label`` files (one sequence's); or ``--ckpt`` runs a segmentation
+  checkpoint (:func:`perception.inference.load_task`: the config given or the run's) on exactly the
+  scans asked for, through the config's validation transforms and its trainer.
+- **Colours** (``--color-by``, the same option as ``--color``): ``label`` (ground truth) and
+  ``prediction`` in SemanticKITTI's official colours (:mod:`perception.viz.segmentation`; ignored
+  points grey), ``error`` (correct green, wrong red, ignored grey), ``height`` or ``intensity``
+  (remission). Default: ``prediction`` where predictions are given, else ``label`` where the
+  sequence has labels, else ``height``. Class and error colourings come with a legend: beside the
+  bird's-eye PNG, drawn in the top-left corner of Open3D renders, printed by the viewer.
+- Errors (exit status 2, naming the file): a missing scan, a label or prediction file whose length
+  is not the scan's point count, a missing prediction file, a missing label file where the colouring
+  needs ground truth, raw ids the class map does not know.
+
+**Output** (all layouts):
 
 - ``--save OUT.png`` renders headless with Open3D (EGL, no display needed); several frames give
-  ``OUT_ID.png`` each (a Waymo ID is ``<context_name>_<timestamp_micros>``). Where Open3D cannot
+  ``OUT_ID.png`` each (a Waymo ID is ``<context_name>_<timestamp_micros>``, a SemanticKITTI one
+  ``NN_NNNNNN``). Where Open3D cannot
   render (missing system libraries) it writes the matplotlib bird's-eye PNG instead and says so.
   ``--bev`` asks for that PNG directly. The bird's-eye view frames the scene's extent
   (:meth:`~perception.viz.scene.Scene.view_range`: the 1st–99th percentiles of the points within
@@ -85,6 +115,7 @@ from perception.viz.scene import Scene  # noqa: E402
 if TYPE_CHECKING:
     from perception.eval.waymo import WaymoObjects
     from perception.structures import Frame
+    from perception.structures.segmentation import LabelMap
 
 WAYMO_HEIGHT_RANGE: tuple[float, float] = (-0.75, 3.25)
 """z range (metres, Waymo vehicle frame, origin on the ground) of the height colormap: KITTI's
@@ -103,13 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show or render frames of a KITTI-layout dataset or of converted Waymo data with their "
         "labels and predictions (from result files or a checkpoint).",
     )
-    p.add_argument("--data-root", required=True, type=Path, help="KITTI-layout root or converted Waymo root")
+    p.add_argument(
+        "--data-root",
+        required=True,
+        type=Path,
+        help="KITTI-layout, converted Waymo or SemanticKITTI-layout root",
+    )
     p.add_argument(
         "--frame",
-        required=True,
+        "--frames",
+        dest="frame",
         nargs="+",
         help="frame id(s): KITTI 000123 (or 123); Waymo <context_name>/<timestamp_micros> "
-        "(or <context_name>_<timestamp_micros>)",
+        "(or <context_name>_<timestamp_micros>); SemanticKITTI <sequence>/<scan> (08/000000)",
+    )
+    p.add_argument("--sequence", help="SemanticKITTI layout: the sequence (08)")
+    p.add_argument(
+        "--scan", nargs="+", help="SemanticKITTI layout: scan(s) of --sequence (000000; default all)"
+    )
+    p.add_argument(
+        "--label-map",
+        help="SemanticKITTI layout: class map, semantic-kitti, synthetic or a YAML (default: synthetic for "
+        "a root with synthetic.json, else semantic-kitti; with --ckpt the checkpoint's)",
     )
     p.add_argument(
         "--split",
@@ -118,18 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dataset",
-        choices=("auto", "kitti", "waymo"),
+        choices=("auto", "kitti", "waymo", "semantickitti"),
         default="auto",
-        help="layout of --data-root (default auto: converted Waymo where its split files hold "
-        "<context>/<timestamp> keys or its segments have a converted index.json, else KITTI)",
+        help="layout of --data-root (default auto: SemanticKITTI where it has sequences/NN/velodyne; "
+        "converted Waymo where its split files hold <context>/<timestamp> keys or its segments have a "
+        "converted index.json; else KITTI)",
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--predictions",
         type=Path,
-        help="KITTI: folder of result files (ID.txt with scores); Waymo: a submission file (.bin)",
+        help="KITTI: folder of result files (ID.txt with scores); Waymo: a submission file (.bin); "
+        "SemanticKITTI: a predictions root (sequences/NN/predictions/NNNNNN.label) or a folder of .label files",
     )
-    source.add_argument("--ckpt", type=Path, help="detection checkpoint to run on the frames")
+    source.add_argument("--ckpt", type=Path, help="detection (segmentation) checkpoint to run on the frames")
     p.add_argument(
         "--config", help="config of --ckpt (a bare name is looked up in configs/; default: the run's)"
     )
@@ -140,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="camera (default: bev with --save, chase in the viewer)",
     )
     p.add_argument("--pose", type=Path, help="--view free: text file with a 4x4 extrinsic (16 numbers)")
-    p.add_argument("--color", choices=("height", "intensity"), default="height", help="point colours")
+    p.add_argument(
+        "--color",
+        "--color-by",
+        dest="color",
+        choices=("height", "intensity", "label", "prediction", "error"),
+        help="point colours (default height; SemanticKITTI: prediction with predictions, else label where "
+        "there are labels); label, prediction and error are for SemanticKITTI-layout roots",
+    )
     p.add_argument("--bev", action="store_true", help="with --save: the matplotlib bird's-eye PNG")
     p.add_argument("--score-threshold", type=float, default=0.0, help="hide predictions below it")
     p.add_argument("--width", type=int, default=1280, help="image width, pixels (default 1280)")
@@ -514,6 +569,251 @@ def waymo_scene_loader(
     return load
 
 
+# ----------------------------------------------------------------------------- SemanticKITTI scans
+
+
+def is_semantickitti_root(root: Path) -> bool:
+    """Whether ``root`` is SemanticKITTI-layout: a ``sequences/NN/velodyne`` folder."""
+    try:
+        return any((d / "velodyne").is_dir() for d in (root / "sequences").iterdir())
+    except OSError:
+        return False
+
+
+def _padded(text: str, width: int) -> str:
+    text = text.strip()
+    return f"{int(text):0{width}d}" if text.isdigit() else text
+
+
+def semantickitti_scans(root: Path, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(sequence, scan)`` of the scans asked for (``--sequence``/``--scan`` or ``--frames``), each
+    with its ``velodyne/*.bin`` checked; a missing one is an error naming its file."""
+    from perception.data.semantickitti import list_scans, missing_data_message, scan_path
+
+    if not (root / "sequences").is_dir():
+        raise VisualizeError(missing_data_message(root))
+    if args.frame and (args.sequence is not None or args.scan):
+        raise VisualizeError(
+            "give either --frames SEQ/SCAN ... or --sequence SEQ [--scan SCAN ...], not both"
+        )
+    if args.frame:
+        bad = [f for f in args.frame if f.count("/") != 1 or not all(f.split("/"))]
+        if bad:
+            raise VisualizeError(
+                f"--frames {', '.join(bad)}: not a SemanticKITTI scan; expected <sequence>/<scan> (08/000000)"
+            )
+        scans = [(_padded(f.split("/")[0], 2), _padded(f.split("/")[1], 6)) for f in args.frame]
+    elif args.sequence is not None:
+        sequence = _padded(args.sequence, 2)
+        if args.scan:
+            scans = [(sequence, _padded(s, 6)) for s in args.scan]
+        else:
+            try:
+                scans = [(sequence, s) for s in list_scans(root, sequence)]
+            except FileNotFoundError as err:
+                raise VisualizeError(str(err)) from err
+            if not scans:
+                raise VisualizeError(f"{root / 'sequences' / sequence / 'velodyne'}: no scans (*.bin)")
+    elif args.scan:
+        raise VisualizeError("--scan needs --sequence (or give --frames 08/000000)")
+    else:
+        raise VisualizeError("give the scan(s) to show: --sequence 08 --scan 000000, or --frames 08/000000")
+    for sequence in dict.fromkeys(s for s, _ in scans):
+        if not (root / "sequences" / sequence / "velodyne").is_dir():
+            raise VisualizeError(missing_data_message(root, sequence))
+    missing = [scan_path(root, s, c) for s, c in scans if not scan_path(root, s, c).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise VisualizeError(f"{missing[0]}: scan does not exist{more}")
+    return scans
+
+
+def semantickitti_prediction_files(folder: Path, scans: list[tuple[str, str]]) -> dict[tuple[str, str], Path]:
+    """The prediction file of every scan: ``DIR/sequences/NN/predictions/NNNNNN.label`` where ``DIR``
+    has a ``sequences`` folder, else ``DIR/NNNNNN.label``. A missing one is an error naming it."""
+    if not folder.is_dir():
+        raise VisualizeError(f"--predictions {folder}: no such folder")
+    official = (folder / "sequences").is_dir()
+    files = {
+        (s, c): folder / "sequences" / s / "predictions" / f"{c}.label" if official else folder / f"{c}.label"
+        for s, c in scans
+    }
+    missing = [key for key, path in files.items() if not path.is_file()]
+    if missing:
+        raise VisualizeError(
+            f"{files[missing[0]]}: prediction file does not exist (--predictions {folder} lacks scan(s) "
+            f"{_names_of([f'{s}/{c}' for s, c in missing])})"
+        )
+    return files
+
+
+class SegmentationCheckpointPredictor:
+    """A segmentation checkpoint run on chosen scans of a SemanticKITTI-layout root.
+
+    The task is loaded by :func:`perception.inference.load_task` (the config given or the run's, the
+    weights read with ``weights_only=True``, no data generated); each scan is read by a
+    :class:`~perception.data.semantickitti.SemanticKittiDataset` through the config's validation
+    transforms and predicted by the loaded trainer (its precision, the task's ``predict_step``), as
+    :class:`perception.inference.Predictor` does for whole sequences, but only the scans asked for.
+    """
+
+    def __init__(self, ckpt: Path, config: str | None, root: Path) -> None:
+        from perception.inference import InferenceError, config_kind, find_config, load_task
+
+        try:
+            path = find_config(ckpt, config)
+            if config_kind(path) != "segmentation":
+                raise VisualizeError(
+                    f"{path} is a detection config but {root} is a SemanticKITTI-layout root; give the "
+                    "checkpoint of a segmentation config (or its config with --config)"
+                )
+            self.loaded = load_task(ckpt, path, data_root=root, num_workers=0)
+        except InferenceError as err:
+            raise VisualizeError(str(err)) from err
+        self.root = root
+        self.label_map = self.loaded.task.label_map
+
+    def predict(self, sequence: str, scan: str, num_points: int) -> np.ndarray:
+        """(N,) int64 predicted training ids 1..K of one scan, one per point of its file."""
+        from torch.utils.data import DataLoader, Subset
+
+        from perception.data.semantickitti import SemanticKittiDataset
+        from perception.structures import collate
+
+        datamodule = self.loaded.datamodule
+        dataset = SemanticKittiDataset(
+            self.root,
+            [sequence],
+            self.label_map,
+            datamodule.val_transforms,
+            seed=datamodule.seed,
+            with_labels=False,
+        )
+        index = dataset.frame_ids.index(f"{sequence}/{scan}")
+        loader = DataLoader(Subset(dataset, [index]), batch_size=1, collate_fn=collate)
+        (outputs,) = self.loaded.trainer.predict(self.loaded.task, dataloaders=loader)
+        prediction = outputs[0].cpu().numpy().astype(np.int64)
+        if len(prediction) != num_points:
+            raise VisualizeError(
+                f"scan {sequence}/{scan}: the checkpoint predicted {len(prediction)} points of the file's "
+                f"{num_points} (its validation transforms drop points, or the scan has non-finite points)"
+            )
+        return prediction
+
+
+def semantickitti_scene_loader(
+    args: argparse.Namespace,
+    scans: list[tuple[str, str]],
+    label_map: LabelMap,
+    prediction_files: Mapping[tuple[str, str], Path] | None,
+    predictor: SegmentationCheckpointPredictor | None,
+) -> Callable[[int], Scene]:
+    """``index -> Scene`` of the requested scans: points, labels where the sequence has them,
+    predictions from files or the checkpoint; points with non-finite values dropped (with a note)."""
+    from perception.data.semantickitti import read_labels, read_scan, scan_path
+
+    def load(index: int) -> Scene:
+        sequence, scan = scans[index]
+        points = read_scan(scan_path(args.data_root, sequence, scan))
+        n = len(points)
+        labels = predictions = None
+        label_path = scan_path(args.data_root, sequence, scan, "labels")
+        if label_path.is_file():
+            labels = label_map.train_ids(read_labels(label_path, n), source=str(label_path))
+        elif args.color in ("label", "error"):
+            raise VisualizeError(
+                f"{label_path}: label file does not exist (--color-by {args.color} needs the ground truth)"
+            )
+        if prediction_files is not None:
+            path = prediction_files[sequence, scan]
+            predictions = label_map.train_ids(read_labels(path, n), source=str(path))
+        elif predictor is not None:
+            predictions = predictor.predict(sequence, scan, n)
+        finite = np.isfinite(points).all(axis=1)
+        if not finite.all():
+            print(
+                f"visualize: note: scan {sequence}/{scan}: dropped {int((~finite).sum())} of {n} points "
+                "with NaN or infinite values",
+                file=sys.stderr,
+            )
+            points = points[finite]
+            labels = None if labels is None else labels[finite]
+            predictions = None if predictions is None else predictions[finite]
+        return Scene.from_segmentation(
+            points, labels, predictions, label_map, colour_by=args.color, frame_id=f"{sequence}/{scan}"
+        )
+
+    return load
+
+
+def run_semantickitti(args: argparse.Namespace) -> None:
+    """Show or render scans of a SemanticKITTI-layout root (see the module docstring)."""
+    from perception.structures.segmentation import label_map as resolve_label_map
+
+    root = args.data_root
+    if args.split is not None or args.score_threshold:
+        raise VisualizeError(
+            "--split and --score-threshold are for detection roots; choose scans with --sequence"
+        )
+    scans = semantickitti_scans(root, args)
+    prediction_files = None
+    if args.predictions is not None:
+        prediction_files = semantickitti_prediction_files(args.predictions, scans)
+    elif args.config is not None and args.ckpt is None:
+        raise VisualizeError("--config is for --ckpt")
+    if args.color in ("prediction", "error") and args.predictions is None and args.ckpt is None:
+        raise VisualizeError(f"--color-by {args.color} needs predictions: --predictions DIR or --ckpt PATH")
+    if args.color is None:
+        labelled = (root / "sequences" / scans[0][0] / "labels").is_dir()
+        args.color = "prediction" if args.predictions or args.ckpt else "label" if labelled else "height"
+    if args.save is None:  # fail fast, before loading a checkpoint
+        from perception.viz.open3d import has_display
+
+        if not has_display():
+            raise VisualizeError(
+                "no display for the interactive viewer (DISPLAY / WAYLAND_DISPLAY unset); render to a "
+                "PNG instead with --save OUT.png (add --bev for the matplotlib bird's-eye view)"
+            )
+    predictor = None
+    if args.ckpt is not None:
+        predictor = SegmentationCheckpointPredictor(args.ckpt, args.config, root)
+        label_map = predictor.label_map
+        if args.label_map is not None:
+            try:
+                given = resolve_label_map(args.label_map)
+            except ValueError as err:
+                raise VisualizeError(f"--label-map: {err}") from err
+            if given.class_names != label_map.class_names:
+                raise VisualizeError(
+                    f"--label-map {args.label_map} names other classes than the checkpoint's class map "
+                    f"{label_map.name} ({', '.join(label_map.class_names)}); leave --label-map out"
+                )
+    else:
+        spec = args.label_map or ("synthetic" if (root / "synthetic.json").is_file() else "semantic-kitti")
+        try:
+            label_map = resolve_label_map(spec)
+        except ValueError as err:
+            raise VisualizeError(f"--label-map: {err}") from err
+    load = semantickitti_scene_loader(args, scans, label_map, prediction_files, predictor)
+    names = [f"{s}_{c}" for s, c in scans]
+    if args.save is not None:
+        save(args, load, names)
+        return
+    from perception.viz.open3d import RenderUnavailable, show
+
+    try:
+        show(
+            load,
+            len(scans),
+            camera=args.view or "chase",
+            pose=_pose(args),
+            width=args.width,
+            height=args.height,
+        )
+    except RenderUnavailable as err:
+        raise VisualizeError(f"{err}. Use --save OUT.png to render to a file instead.") from err
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -575,6 +875,23 @@ def save(args: argparse.Namespace, load: Callable[[int], Scene], frame_ids: list
 def run(args: argparse.Namespace) -> None:
     if args.bev and args.save is None:
         raise VisualizeError("--bev writes a PNG: give --save OUT.png")
+    if args.dataset == "semantickitti" or (args.dataset == "auto" and is_semantickitti_root(args.data_root)):
+        run_semantickitti(args)
+        return
+    for option, value in (
+        ("--sequence", args.sequence),
+        ("--scan", args.scan),
+        ("--label-map", args.label_map),
+    ):
+        if value is not None:
+            raise VisualizeError(f"{option} is for SemanticKITTI-layout roots (ROOT/sequences/NN/velodyne)")
+    if args.color in ("label", "prediction", "error"):
+        raise VisualizeError(
+            f"--color-by {args.color} is for SemanticKITTI-layout roots; boxes take height or intensity"
+        )
+    args.color = args.color or "height"
+    if not args.frame:
+        raise VisualizeError("give the frame(s) to show with --frame ID [ID ...]")
     waymo = args.dataset == "waymo" or (
         args.dataset == "auto" and args.data_root.is_dir() and is_waymo_root(args.data_root)
     )

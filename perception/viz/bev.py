@@ -2,7 +2,8 @@
 
 - :func:`plot_bev` / :func:`save_bev`: points (by height, or any per-point colours), ground-truth boxes
   (solid) and predictions (dashed, with their scores), and an occupancy heatmap, seen from above.
-- :func:`plot_scene` / :func:`save_scene`: the same for a :class:`~perception.viz.scene.Scene`.
+- :func:`plot_scene` / :func:`save_scene`: the same for a :class:`~perception.viz.scene.Scene`; a
+  segmentation scene's classes (or error kinds) get a legend of their colours beside the plot.
 - :func:`plot_pr_curves` / :func:`save_pr_curves`: precision–recall curves per class / difficulty.
 
 The plot's horizontal axis is the sensor's -y (right is right), its vertical axis x (forward is up).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from numpy.typing import ArrayLike, NDArray
 
 from perception.geometry.boxes import boxes_bev_corners
@@ -128,6 +130,7 @@ def plot_bev(
     point_colours: ArrayLike | None = None,
     occupancy: OccupancyGrid | None = None,
     occupancy_alpha: float = 0.6,
+    legend: Sequence[tuple[str, Sequence[float]]] | None = None,
 ) -> Figure:
     """Draw points (coloured by height) and boxes seen from above.
 
@@ -144,6 +147,8 @@ def plot_bev(
         point_colours: (N, 3) RGB in [0, 1] per point, instead of the height colormap.
         occupancy: a grid to overlay as a heatmap (a 3D grid by its maximum over z).
         occupancy_alpha: the heatmap's opacity.
+        legend: ``[(name, (r, g, b) in [0, 1]), ...]``: a legend of point colours (segmentation
+            classes), drawn beside the plot (outside the axes, so it hides no point).
     """
     pts = np.asarray(points)[:, :3]
     colours = None if point_colours is None else np.asarray(point_colours, dtype=np.float64).reshape(-1, 3)
@@ -153,7 +158,8 @@ def plot_bev(
         keep = np.random.default_rng(0).choice(len(pts), max_points, replace=False)
         pts = pts[keep]
         colours = None if colours is None else colours[keep]
-    fig, ax = plt.subplots(figsize=(8, 8 * (xlim[1] - xlim[0]) / (ylim[1] - ylim[0])), dpi=120)
+    aspect = (xlim[1] - xlim[0]) / (ylim[1] - ylim[0])
+    fig, ax = plt.subplots(figsize=(8 + (2.0 if legend else 0.0), 8 * aspect), dpi=120)
     if occupancy is not None:
         _draw_occupancy(ax, occupancy, occupancy_alpha)
     # Sensor y points left, so plot -y on the horizontal axis to keep left on the left.
@@ -173,7 +179,15 @@ def plot_bev(
         pnames = None if pred_names is None else np.asarray(pred_names).reshape(-1)[keep]
         _draw_boxes(ax, pred[keep], pnames, pscores[keep], seen, dashed=True)
     if seen:
-        ax.legend(loc="upper right", fontsize=7)
+        box_legend = ax.legend(loc="upper right", fontsize=7)
+        if legend:
+            ax.add_artist(box_legend)  # a second legend would replace it
+    if legend:
+        patches = [Patch(facecolor=tuple(rgb), edgecolor="none", label=str(name)) for name, rgb in legend]
+        ax.legend(
+            handles=patches, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+            borderaxespad=0.0, handlelength=1.2,
+        )  # fmt: skip
     ax.set_xlim(-ylim[1], -ylim[0])
     ax.set_ylim(*xlim)
     ax.set_aspect("equal")
@@ -223,7 +237,7 @@ def plot_scene(
             None if scene.colour_by == "height" and scene.z_range == HEIGHT_RANGE else scene.point_colours()
         ),
         occupancy=scene.occupancy,
-        **kwargs,
+        **({"legend": scene.legend()} | kwargs),
     )
 
 

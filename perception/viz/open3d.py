@@ -16,8 +16,10 @@ Cameras (:func:`camera_for`) are pinhole cameras given to Open3D as ``PinholeCam
   a pose, an oblique view from the rear left over the scene's centre.
 
 Each prediction's score is written above its box on headless renders (``score_labels``) and listed
-in the console by the viewer (the legacy renderer draws no text). Ground truth and predictions are
-line sets (12 edges and a heading mark from the centre to the front
+in the console by the viewer (the legacy renderer draws no text). Likewise a segmentation scene's
+legend (:meth:`~perception.viz.scene.Scene.legend`: its classes' colours, or the error kinds) is drawn
+onto the top-left corner of headless renders (``legend``) and printed by the viewer. Ground truth
+and predictions are line sets (12 edges and a heading mark from the centre to the front
 face), by default in two colours (:data:`~perception.viz.scene.GT_COLOUR` red,
 :data:`~perception.viz.scene.PRED_COLOUR` blue); ``box_colours="class"`` colours both by class.
 
@@ -327,6 +329,8 @@ class Renderer:
         box_colours: ``"source"`` (ground truth red, predictions blue) or ``"class"``.
         score_labels: write each prediction's score next to its box (the legacy renderer draws no
             text, so the labels are drawn on the captured image at the box's projected top centre).
+        legend: draw the scene's legend (segmentation classes or error kinds with their colours) onto
+            the captured image's top-left corner.
 
     Raises:
         RenderUnavailable: Open3D does not import or cannot create an (EGL) context.
@@ -343,9 +347,11 @@ class Renderer:
         background: Sequence[float] = (0.0, 0.0, 0.0),
         box_colours: BoxColours = "source",
         score_labels: bool = True,
+        legend: bool = True,
     ) -> None:
         self._o3d = _open3d()
         self.score_labels = bool(score_labels)
+        self.legend = bool(legend)
         self.width, self.height = int(width), int(height)
         self.point_size, self.line_width = point_size, line_width
         self.background, self.box_colours = tuple(background), box_colours
@@ -375,7 +381,9 @@ class Renderer:
         vis.update_renderer()
         buffer = np.asarray(vis.capture_screen_float_buffer(do_render=True))
         image = (np.clip(buffer, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        return _draw_scores(image, scene, cam) if self.score_labels else image
+        if self.score_labels:
+            image = _draw_scores(image, scene, cam)
+        return _draw_legend(image, scene.legend()) if self.legend else image
 
     def save(
         self, scene: Scene, path: str | os.PathLike, camera: CameraName = "bev", pose: ArrayLike | None = None
@@ -412,6 +420,27 @@ def _draw_scores(image: NDArray[np.uint8], scene: Scene, camera: Camera) -> NDAr
     for (u, v), z, score in zip(uv, depth, np.asarray(scene.pred_scores), strict=True):
         if z > 0 and 0 <= u < camera.width and 0 <= v < camera.height:
             draw.text((float(u) + 3, float(v) - 12), f"{float(score):.2f}", fill=colour)
+    return np.asarray(picture)
+
+
+def _draw_legend(
+    image: NDArray[np.uint8], entries: Sequence[tuple[str, Sequence[float]]]
+) -> NDArray[np.uint8]:
+    """``image`` with a legend in its top-left corner: a colour swatch and a name per entry, on a dark
+    panel (PIL's default font, 14 px rows)."""
+    if not entries:
+        return image
+    picture = PIL.Image.fromarray(image)
+    draw = PIL.ImageDraw.Draw(picture)
+    row, swatch, pad = 14, 10, 6
+    width = pad * 3 + swatch + max(int(draw.textlength(str(name))) for name, _ in entries)
+    height = pad * 2 + row * len(entries)
+    draw.rectangle((0, 0, width, height), fill=(24, 24, 24))
+    for i, (name, rgb) in enumerate(entries):
+        top = pad + i * row
+        colour = tuple(round(float(c) * 255) for c in rgb)
+        draw.rectangle((pad, top + 1, pad + swatch - 1, top + swatch), fill=colour)
+        draw.text((pad * 2 + swatch, top - 1), str(name), fill=(235, 235, 235))
     return np.asarray(picture)
 
 
@@ -565,6 +594,11 @@ def show(
             + (f" (loaded in {loaded_in:.2f} s)" if loaded_in else ""),
             flush=True,
         )
+        legend = scene.legend()
+        if legend:  # the window draws no text
+            print("    colours: " + ", ".join(
+                f"{name} #{''.join(f'{round(c * 255):02x}' for c in rgb)}" for name, rgb in legend
+            ), flush=True)  # fmt: skip
         if shown.pred_scores is not None and len(shown.pred_boxes):  # the window draws no text
             for name, box, score in zip(shown.pred_names, shown.pred_boxes, shown.pred_scores, strict=True):
                 x, y, z = (float(v) for v in box[:3])

@@ -11,8 +11,11 @@ y left, z up, metres), boxes ``(M, 7)`` ``[x, y, z, l, w, h, yaw]`` with the box
 counter-clockwise from +x.
 
 A scene comes from any reader's :class:`~perception.structures.Frame` (:meth:`Scene.from_frame`), from a
-KITTI frame with a KITTI result file's objects (:meth:`Scene.from_kitti`), or from a model's batch and
-detections (:meth:`Scene.from_batch`).
+KITTI frame with a KITTI result file's objects (:meth:`Scene.from_kitti`), from a model's batch and
+detections (:meth:`Scene.from_batch`), or from a segmentation scan with its ground-truth and / or
+predicted training ids (:meth:`Scene.from_segmentation`: points coloured by ground-truth class, by
+predicted class in SemanticKITTI's official colours, or by error; :meth:`Scene.legend` names the
+colours shown).
 
 This module imports no plotting backend (only :mod:`matplotlib.colors` and its colormaps), so importing
 it leaves the matplotlib backend alone.
@@ -38,6 +41,7 @@ from perception.geometry.boxes import box_corners
 if TYPE_CHECKING:
     from perception.data.kitti import KittiFrame, KittiObjects
     from perception.structures import Batch, Frame
+    from perception.structures.segmentation import LabelMap
 
 __all__ = [
     "CLASS_COLOURS",
@@ -84,8 +88,12 @@ PRED_COLOUR: tuple[float, float, float] = (0.15, 0.65, 1.0)
 HEIGHT_RANGE: tuple[float, float] = (-2.5, 1.5)
 """z range (metres, sensor frame) the height colormap spans; KITTI's ground lies near z = -1.7."""
 
-ColourMode = Literal["height", "intensity", "class", "uniform"]
-"""How points are coloured: by z, by an intensity column, by per-point class labels, or one grey."""
+ColourMode = Literal["height", "intensity", "class", "label", "prediction", "error", "uniform"]
+"""How points are coloured: by z, by an intensity column, by per-point ground-truth labels (``"class"``
+or its synonym ``"label"``), by predicted labels (``"prediction"``), by prediction error
+(``"error"``: correct, wrong, ignored), or one grey."""
+
+_COLOUR_MODES = ("height", "intensity", "class", "label", "prediction", "error", "uniform")
 
 _UNIFORM = (0.75, 0.75, 0.75)
 _UNLABELLED = (0.5, 0.5, 0.5)
@@ -291,10 +299,18 @@ class Scene:
     Attributes:
         points: (N, C ≥ 3) float32, x, y, z then the dataset's attributes.
         colour_by: point colours: ``"height"`` (z), ``"intensity"`` (column ``intensity_column``),
-            ``"class"`` (``point_labels``) or ``"uniform"``.
-        point_labels: (N,) int64 per-point class labels (segmentation), -1 for none; needed by
-            ``colour_by="class"``.
-        label_names: names of the label indices, for class colours (else ``tab20`` by index).
+            ``"class"`` / ``"label"`` (``point_labels``), ``"prediction"`` (``pred_labels``),
+            ``"error"`` (both: correct, wrong or ignored, :data:`~perception.viz.segmentation.ERROR_COLOURS`)
+            or ``"uniform"``.
+        point_labels: (N,) int64 per-point ground-truth labels (segmentation), -1 for none; needed by
+            ``colour_by="class"``, ``"label"`` and ``"error"``.
+        pred_labels: (N,) int64 per-point predicted labels; needed by ``"prediction"`` and ``"error"``.
+        label_names: names of the label indices, for class colours (else ``tab20`` by index) and the
+            legend.
+        label_palette: (L, 3) RGB in [0, 1] of label indices 0..L-1, instead of colours by name (a
+            segmentation scene's :func:`~perception.viz.segmentation.class_palette`); other labels grey.
+        ignore_label: the label of points that are not scored (segmentation: training id 0); negative
+            labels are never scored either.
         intensity_column: the column of ``points`` holding intensity (KITTI reflectance: 3).
         z_range: the heights the height colormap spans (metres).
         gt_boxes: (M, 7) float32 ground-truth boxes ``[x, y, z, l, w, h, yaw]``; gt_names: (M,) str.
@@ -307,7 +323,10 @@ class Scene:
     points: NDArray[np.float32]
     colour_by: ColourMode = "height"
     point_labels: NDArray[np.int64] | None = None
+    pred_labels: NDArray[np.int64] | None = None
     label_names: Sequence[str] | None = None
+    label_palette: NDArray[np.float64] | None = None
+    ignore_label: int = -1
     intensity_column: int = 3
     z_range: tuple[float, float] = HEIGHT_RANGE
     gt_boxes: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 7), np.float32))
@@ -332,16 +351,22 @@ class Scene:
         self.pred_scores = np.asarray(_numpy(self.pred_scores), dtype=np.float32).reshape(-1)
         if len(self.pred_scores) != k:
             raise ValueError(f"scene {self.frame_id}: {len(self.pred_scores)} scores for {k} predictions")
-        if self.colour_by not in ("height", "intensity", "class", "uniform"):
-            raise ValueError(f"colour_by must be height, intensity, class or uniform, got {self.colour_by!r}")
-        if self.point_labels is not None:
-            self.point_labels = np.asarray(_numpy(self.point_labels)).astype(np.int64).reshape(-1)
-            if len(self.point_labels) != len(self.points):
-                raise ValueError(
-                    f"scene {self.frame_id}: {len(self.point_labels)} point labels for {len(self.points)} points"
-                )
-        elif self.colour_by == "class":
-            raise ValueError(f"scene {self.frame_id}: colour_by='class' needs point_labels")
+        if self.colour_by not in _COLOUR_MODES:
+            raise ValueError(f"colour_by must be one of {', '.join(_COLOUR_MODES)}, got {self.colour_by!r}")
+        for name, what in (("point_labels", "point labels"), ("pred_labels", "predicted labels")):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = np.asarray(_numpy(value)).astype(np.int64).reshape(-1)
+            if len(value) != len(self.points):
+                raise ValueError(f"scene {self.frame_id}: {len(value)} {what} for {len(self.points)} points")
+            setattr(self, name, value)
+        if self.point_labels is None and self.colour_by in ("class", "label", "error"):
+            raise ValueError(f"scene {self.frame_id}: colour_by={self.colour_by!r} needs point_labels")
+        if self.pred_labels is None and self.colour_by in ("prediction", "error"):
+            raise ValueError(f"scene {self.frame_id}: colour_by={self.colour_by!r} needs pred_labels")
+        if self.label_palette is not None:
+            self.label_palette = np.asarray(self.label_palette, dtype=np.float64).reshape(-1, 3)
         if self.colour_by == "intensity" and self.points.shape[1] <= self.intensity_column:
             raise ValueError(
                 f"scene {self.frame_id}: colour_by='intensity' reads column {self.intensity_column}, "
@@ -360,10 +385,74 @@ class Scene:
             return height_colours(self.points[:, 2], self.z_range)
         if self.colour_by == "intensity":
             return intensity_colours(self.points[:, self.intensity_column])
-        if self.colour_by == "class":
+        if self.colour_by in ("class", "label"):
             assert self.point_labels is not None
-            return label_colours(self.point_labels, self.label_names)
+            return self._label_rgb(self.point_labels)
+        if self.colour_by == "prediction":
+            assert self.pred_labels is not None
+            return self._label_rgb(self.pred_labels)
+        if self.colour_by == "error":
+            from perception.viz.segmentation import ERROR_COLOURS
+
+            table = np.array([ERROR_COLOURS[k] for k in ("correct", "wrong", "ignored")])
+            return table[self.error_codes()]
         return np.tile(np.asarray(_UNIFORM), (self.num_points, 1))
+
+    def _label_rgb(self, labels: NDArray[np.int64]) -> NDArray[np.float64]:
+        if self.label_palette is None:
+            return label_colours(labels, self.label_names)
+        out = np.tile(np.asarray(_UNLABELLED), (len(labels), 1))
+        ok = (labels >= 0) & (labels < len(self.label_palette))
+        out[ok] = self.label_palette[labels[ok]]
+        return out
+
+    def _label_name(self, label: int) -> str:
+        if label < 0 or label == self.ignore_label:
+            return "ignored"
+        if self.label_names is not None and label < len(self.label_names):
+            return str(self.label_names[label])
+        return str(label)
+
+    def error_codes(self) -> NDArray[np.int64]:
+        """(N,) per point: 0 prediction correct, 1 wrong, 2 ignored (ground truth ``ignore_label`` or
+        negative). Needs ``point_labels`` and ``pred_labels``."""
+        from perception.viz.segmentation import error_codes
+
+        if self.point_labels is None or self.pred_labels is None:
+            raise ValueError(f"scene {self.frame_id}: errors need point_labels and pred_labels")
+        return error_codes(self.point_labels, self.pred_labels, self.ignore_label)
+
+    def legend(self) -> list[tuple[str, tuple[float, float, float]]]:
+        """``[(name, (r, g, b) in [0, 1]), ...]`` of the point colours shown, for a legend.
+
+        By class (``"class"``, ``"label"``, ``"prediction"``): each label present, by index, named by
+        ``label_names`` (``"ignored"`` for ``ignore_label`` and negative labels, listed last). By
+        error: ``correct`` and ``wrong`` with their share of the scored points, and ``ignored``, those
+        present. Other colourings: empty (a colormap, not classes).
+        """
+        if self.colour_by == "error":
+            from perception.viz.segmentation import ERROR_COLOURS
+
+            counts = np.bincount(self.error_codes(), minlength=3)
+            scored = max(int(counts[0] + counts[1]), 1)
+            entries = []
+            for code, key in enumerate(("correct", "wrong", "ignored")):
+                if counts[code]:
+                    share = f" ({100.0 * counts[code] / scored:.1f} %)" if code < 2 else ""
+                    entries.append((f"{key}{share}", ERROR_COLOURS[key]))
+            return entries
+        if self.colour_by in ("class", "label", "prediction"):
+            labels = self.pred_labels if self.colour_by == "prediction" else self.point_labels
+            assert labels is not None
+            present = np.unique(labels)
+            ignored = [int(v) for v in present if v < 0 or v == self.ignore_label]
+            shown = [int(v) for v in present if v >= 0 and v != self.ignore_label] + ignored[:1]
+            colours = self._label_rgb(np.asarray(shown, dtype=np.int64))
+            return [
+                (self._label_name(v), (float(c[0]), float(c[1]), float(c[2])))
+                for v, c in zip(shown, colours, strict=True)
+            ]
+        return []
 
     def view_range(self, margin: float = 2.0, max_range: float = 80.0) -> tuple[float, float, float, float]:
         """``(x_min, y_min, x_max, y_max)`` metres framing the scene from above.
@@ -413,7 +502,8 @@ class Scene:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(self.num_points, max_points, replace=False))
         labels = None if self.point_labels is None else self.point_labels[keep]
-        return replace(self, points=self.points[keep], point_labels=labels)
+        predicted = None if self.pred_labels is None else self.pred_labels[keep]
+        return replace(self, points=self.points[keep], point_labels=labels, pred_labels=predicted)
 
     # -------------------------------------------------------------------------------- constructors
 
@@ -437,6 +527,49 @@ class Scene:
             pred_names=pred_names,
             pred_scores=pred_scores,
             frame_id=str(frame.frame_id),
+            **kwargs,
+        )
+
+    @classmethod
+    def from_segmentation(
+        cls,
+        points: ArrayLike,
+        labels: ArrayLike | None = None,
+        predictions: ArrayLike | None = None,
+        label_map: LabelMap | None = None,
+        *,
+        colour_by: ColourMode = "label",
+        frame_id: str = "",
+        **kwargs: Any,
+    ) -> Scene:
+        """The scene of a segmentation scan: points with ground-truth and / or predicted training ids.
+
+        Args:
+            points: (N, ≥3) the scan's points (x, y, z, remission, ...).
+            labels: (N,) ground-truth training ids 0..K (0 ignored), or None.
+            predictions: (N,) predicted training ids 1..K (as the segmentation task returns them), or None.
+            label_map: the class map (a :class:`~perception.structures.segmentation.LabelMap`): its class
+                names name the legend, and class ``i`` takes the official SemanticKITTI colour of its
+                ``learning_map_inv`` raw id (:func:`~perception.viz.segmentation.class_palette`). None:
+                ``tab20`` colours by index and the ids as names.
+            colour_by: ``"label"`` (ground truth), ``"prediction"``, ``"error"``, ``"height"``, ...
+            frame_id: the scan, ``"08/000000"``.
+            kwargs: other :class:`Scene` fields.
+        """
+        palette, names = None, None
+        if label_map is not None:
+            from perception.viz.segmentation import class_palette
+
+            palette, names = class_palette(label_map), ("ignored", *label_map.class_names)
+        return cls(
+            points=points,
+            point_labels=labels,
+            pred_labels=predictions,
+            label_names=names,
+            label_palette=palette,
+            ignore_label=0,
+            colour_by=colour_by,
+            frame_id=frame_id,
             **kwargs,
         )
 

@@ -1,4 +1,4 @@
-"""Weights & Biases logging of detection runs: 3D scenes, bird's-eye images and the KITTI metrics.
+"""Weights & Biases logging of detection and segmentation runs: 3D scenes, bird's-eye images, metrics.
 
 - :class:`WandbDetectionLogger`, a Lightning callback: on every N-th validation batch it logs the
   batch's first sample as a ``wandb.Object3D`` (type ``lidar/beta``: subsampled points in their scene
@@ -8,6 +8,14 @@
   evaluators' results, e.g. the KITTI AP) as a ``wandb.Table`` and its ``last_curves``
   as precision–recall plots (3D and BEV, every class and difficulty). With any logger but a
   ``WandbLogger`` it does nothing.
+- :class:`WandbSegmentationLogger`, its segmentation counterpart: on every N-th validation batch the
+  first scan's points as ``wandb.Object3D`` point clouds ``[x, y, z, r, g, b]`` coloured by ground-truth
+  class, by predicted class (SemanticKITTI's official colours,
+  :func:`~perception.viz.segmentation.class_palette`) and by error, plus a bird's-eye image of the
+  prediction with its legend; after each validation the per-class IoU table (``last_metrics``:
+  ``IoU/<class>``, ``mIoU``). It does nothing unless the module is a
+  :class:`~perception.tasks.segmentation.SegmentationTask` and a ``WandbLogger`` is configured, so a
+  CLI can add it to every task.
 - :func:`wandb_logger`: a ``WandbLogger`` that runs offline (``WANDB_MODE=offline``: files under
   ``WANDB_DIR``, to ``wandb sync`` later) where no API key is configured, so a run never waits on
   the network for a login.
@@ -21,6 +29,8 @@ In a config::
       callbacks:
         - class_path: perception.viz.wandb.WandbDetectionLogger
           init_args: {every_n_val_steps: 50, max_scenes: 4}
+        - class_path: perception.viz.wandb.WandbSegmentationLogger
+          init_args: {every_n_val_steps: 25, max_scenes: 4}
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import netrc
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,15 +53,18 @@ from lightning.pytorch.loggers import WandbLogger
 from numpy.typing import NDArray
 
 from perception.geometry.boxes import rotation_z
-from perception.viz.scene import GT_COLOUR, PRED_COLOUR, Scene
+from perception.viz.scene import GT_COLOUR, PRED_COLOUR, Scene, _numpy
 
 __all__ = [
     "AutoWandbLogger",
     "WandbDetectionLogger",
+    "WandbSegmentationLogger",
     "object3d_payload",
+    "segmentation_points",
     "wandb_configured",
     "wandb_corners",
     "wandb_logger",
+    "wandb_logger_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,13 +189,8 @@ class WandbDetectionLogger(Callback):
 
     @staticmethod
     def wandb_logger_of(trainer: L.Trainer) -> WandbLogger | None:
-        """The trainer's ``WandbLogger`` on global rank 0, or None."""
-        if not trainer.is_global_zero:
-            return None
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                return logger
-        return None
+        """The trainer's ``WandbLogger`` on global rank 0, or None (:func:`wandb_logger_of`)."""
+        return wandb_logger_of(trainer)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._logged = 0
@@ -272,6 +281,189 @@ class WandbDetectionLogger(Callback):
                 payload[f"{self.prefix}/bev"] = wandb.Image(
                     _figure_array(figure), caption=f"frame {scene.frame_id}"
                 )
+            finally:
+                plt.close(figure)
+        payload["trainer/global_step"] = step
+        logger.experiment.log(payload)
+
+
+def wandb_logger_of(trainer: L.Trainer) -> WandbLogger | None:
+    """The trainer's ``WandbLogger`` on global rank 0, or None."""
+    if not trainer.is_global_zero:
+        return None
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            return logger
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------
+# segmentation
+
+
+def segmentation_points(scene: Scene, max_points: int = 20_000, seed: int = 0) -> NDArray[np.float64]:
+    """(n, 6) ``[x, y, z, r, g, b]`` (colours 0–255) of a scene in its colouring, the array
+    ``wandb.Object3D`` takes; at most ``max_points`` points (a uniform subsample, the same points for
+    every colouring of the same scene and seed)."""
+    scene = scene.subsample(max_points, seed)
+    return np.column_stack([scene.points[:, :3], np.round(scene.point_colours() * 255.0)]).astype(np.float64)
+
+
+def _iou_rows(metrics: Mapping[str, float]) -> list[list[Any]]:
+    """``[class, IoU]`` rows of a segmentation task's ``last_metrics`` (``IoU/<class>`` in order, then
+    ``mIoU``); values in percent, None where NaN."""
+
+    def number(value: Any) -> float | None:
+        v = float(value)
+        return None if math.isnan(v) else v
+
+    rows = [[key[len("IoU/") :], number(v)] for key, v in metrics.items() if key.startswith("IoU/")]
+    if "mIoU" in metrics:
+        rows.append(["mIoU", number(metrics["mIoU"])])
+    return rows
+
+
+class WandbSegmentationLogger(Callback):
+    """Logs validation point clouds and the per-class IoU of a segmentation task to W&B.
+
+    Active only where the module is a :class:`~perception.tasks.segmentation.SegmentationTask` and one
+    of the trainer's loggers is a ``WandbLogger`` (on global rank 0); otherwise every hook returns at
+    once. Nothing is logged during the sanity check; a failure to log is a warning, never an error.
+
+    On the validation batches whose index is a multiple of ``every_n_val_steps`` (at most ``max_scenes``
+    an epoch) the batch's first scan is logged as ``wandb.Object3D`` point clouds of ``[x, y, z, r, g,
+    b]`` rows (a uniform subsample of ``max_points``, the same points in each): ``PREFIX/seg_gt``
+    coloured by ground-truth class (where the batch has labels), ``PREFIX/seg_pred`` by the predicted
+    class (what ``validation_step`` returned; the model is not run again), ``PREFIX/seg_error`` by error
+    (correct green, wrong red, ignored grey), and ``PREFIX/seg_bev``, a bird's-eye image of the
+    prediction with the legend of its classes. After each validation, ``PREFIX/iou`` is a
+    ``wandb.Table`` of ``[class, IoU]`` (percent) from ``pl_module.last_metrics`` (``IoU/<class>``
+    in class order, then ``mIoU``).
+
+    Args:
+        every_n_val_steps: log the batches whose index in the validation epoch is a multiple of it.
+        max_points: points per logged point cloud (~20 k keeps a run small: ~60 bytes a point).
+        max_scenes: at most this many scans per validation epoch.
+        log_error: also log the cloud coloured by error.
+        log_bev: also log the bird's-eye image of the prediction.
+        log_metrics: log the IoU table after each validation.
+        prefix: key prefix.
+    """
+
+    def __init__(
+        self,
+        every_n_val_steps: int = 25,
+        max_points: int = 20_000,
+        max_scenes: int = 4,
+        log_error: bool = True,
+        log_bev: bool = True,
+        log_metrics: bool = True,
+        prefix: str = "val",
+    ) -> None:
+        super().__init__()
+        if every_n_val_steps < 1 or max_points < 1 or max_scenes < 0:
+            raise ValueError(
+                f"need every_n_val_steps >= 1, max_points >= 1, max_scenes >= 0; got "
+                f"{every_n_val_steps}, {max_points}, {max_scenes}"
+            )
+        self.every_n_val_steps = every_n_val_steps
+        self.max_points = max_points
+        self.max_scenes = max_scenes
+        self.log_error = log_error
+        self.log_bev = log_bev
+        self.log_metrics = log_metrics
+        self.prefix = prefix
+        self._logged = 0
+
+    @staticmethod
+    def active_logger(trainer: L.Trainer, pl_module: Any) -> WandbLogger | None:
+        """The ``WandbLogger`` to log to, or None: no W&B logger, not rank 0, or not a segmentation task."""
+        logger = wandb_logger_of(trainer)
+        if logger is None:
+            return None
+        from perception.tasks.segmentation import SegmentationTask
+
+        return logger if isinstance(pl_module, SegmentationTask) else None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._logged = 0
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or batch_idx % self.every_n_val_steps or self._logged >= self.max_scenes:
+            return
+        logger = self.active_logger(trainer, pl_module)
+        if logger is None:
+            return
+        try:
+            self._log_scan(logger, self.scene(pl_module, batch, outputs), trainer.global_step)
+        except Exception as err:  # logging must never stop training
+            log.warning("WandbSegmentationLogger: could not log batch %d: %r", batch_idx, err)
+            return
+        self._logged += 1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the module's on_validation_epoch_end, so ``last_metrics`` is this validation's.
+        if trainer.sanity_checking or not self.log_metrics:
+            return
+        logger = self.active_logger(trainer, pl_module)
+        metrics = getattr(pl_module, "last_metrics", None)
+        if logger is None or not metrics:
+            return
+        try:
+            import wandb
+
+            table = wandb.Table(columns=["class", "IoU"], data=_iou_rows(metrics))
+            logger.experiment.log({f"{self.prefix}/iou": table, "trainer/global_step": trainer.global_step})
+        except Exception as err:
+            log.warning("WandbSegmentationLogger: could not log the IoU table: %r", err)
+
+    @staticmethod
+    def scene(pl_module: Any, batch: Any, outputs: Any, index: int = 0) -> Scene:
+        """Scan ``index`` of a validation batch with its labels (if any) and predicted training ids,
+        coloured by prediction, in the task's class map colours."""
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != batch.batch_size:
+            raise ValueError(
+                f"validation_step returned {type(outputs).__name__}, not one (N_b,) prediction per sample"
+            )
+        mask = _numpy(batch.batch_index) == index
+        labels = None if batch.point_labels is None else _numpy(batch.point_labels)[mask]
+        return Scene.from_segmentation(
+            _numpy(batch.points)[mask],
+            labels,
+            _numpy(outputs[index]),
+            getattr(pl_module, "label_map", None),
+            colour_by="prediction",
+            frame_id=str(batch.frame_ids[index]),
+        )
+
+    def _log_scan(self, logger: WandbLogger, scene: Scene, step: int) -> None:
+        import wandb
+
+        scene = scene.subsample(self.max_points, seed=step)
+        modes = ["prediction"]
+        if scene.point_labels is not None:
+            modes = ["label", "prediction"] + (["error"] if self.log_error else [])
+        keys = {"label": "seg_gt", "prediction": "seg_pred", "error": "seg_error"}
+        payload: dict[str, Any] = {
+            f"{self.prefix}/{keys[mode]}": wandb.Object3D(
+                segmentation_points(replace(scene, colour_by=mode), self.max_points)
+            )
+            for mode in modes
+        }
+        if self.log_bev:
+            from perception.viz.bev import plot_scene, plt
+
+            figure = plot_scene(scene, title=f"scan {scene.frame_id}: prediction")
+            try:
+                payload[f"{self.prefix}/seg_bev"] = wandb.Image(_figure_array(figure), caption=scene.frame_id)
             finally:
                 plt.close(figure)
         payload["trainer/global_step"] = step
