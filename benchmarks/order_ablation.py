@@ -79,8 +79,6 @@ def run_ablation(
                 str(run_dir),
                 "--trainer.logger.init_args.save_dir",
                 str(run_dir),
-                "--trainer.enable_progress_bar",
-                "false",
                 *overrides,
             ]
             log(f"{order} seed {seed}: training ({' '.join(cmd[2:])})")

@@ -66,7 +66,9 @@ class LabelMap:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.learning_map) - set(self.labels))
         if unknown:
-            raise ValueError(f"label map {self.name}: learning_map names raw ids {unknown} absent from labels")
+            raise ValueError(
+                f"label map {self.name}: learning_map names raw ids {unknown} absent from labels"
+            )
         k = self.num_classes
         bad = sorted({v for v in self.learning_map.values() if not 0 <= v <= k})
         if bad:
@@ -107,7 +109,9 @@ class LabelMap:
             lut[t] = raw
         train = np.asarray(train)
         if train.size and (train.min() < 0 or train.max() > self.num_classes):
-            raise ValueError(f"training ids must be in 0..{self.num_classes}, got {train.min()}..{train.max()}")
+            raise ValueError(
+                f"training ids must be in 0..{self.num_classes}, got {train.min()}..{train.max()}"
+            )
         return lut[train]
 
     def restricted(self, keep: Sequence[str], name: str) -> LabelMap:
@@ -185,7 +189,9 @@ def label_map(spec: str | LabelMap) -> LabelMap:
         return _NAMED[spec]
     if Path(spec).is_file():
         return LabelMap.from_yaml(spec)
-    raise ValueError(f"unknown label map {spec!r}: use one of {sorted(_NAMED)} or a path to a SemanticKITTI-style YAML")
+    raise ValueError(
+        f"unknown label map {spec!r}: use one of {sorted(_NAMED)} or a path to a SemanticKITTI-style YAML"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

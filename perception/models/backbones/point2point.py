@@ -3,8 +3,8 @@
 Points → cells of a grid (one token per occupied cell, its points max-pooled, so the order of the
 points inside a cell cannot matter) → tokens sorted by their cell's code along the curve → a U-Net
 over the sequence: blocks of 1D convolution (or attention inside fixed-size patches of the
-sequence) at each level; going down, the runs of tokens that share a parent cell (``code >> 3``)
-are pooled into one token; going up, the parent's features are scattered back through the stored
+sequence) at each level; going down, the runs of tokens that share a parent cell (``code >> 3``
+for a stride of 2, ``code >> 6`` for 4) are pooled into one token; going up, the parent's features are scattered back through the stored
 inverse indices and concatenated with the skip. The last level-0 features are gathered back to the
 points and joined with each point's own embedding, so points of one cell still get their own outputs.
 
@@ -76,7 +76,7 @@ def _scatter_max(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tenso
 class _Level:
     """The tokens of one level, in the first order.
 
-    coords: (L, 3) int64 cell coordinates at this level (the grid's cells ``>> level``);
+    coords: (L, 3) int64 cell coordinates at this level (the grid's cells ``>>`` the levels' shifts);
     batch: (L,) int64 cloud of each token; perms: per order, (L,) indices putting the tokens in that
     order (None for the first order, which they are in); parent: (L,) int64 index of each token's
     parent at the next level (None at the top); centre: (L, 3) float cell centres, metres.
@@ -90,7 +90,12 @@ class _Level:
 
 
 class SequenceConv(nn.Module):
-    """A 1D convolution along the token sequence that never reaches across a cloud's ends."""
+    """A 1D convolution along the token sequence that never reaches across a cloud's ends.
+
+    The convolution runs over the whole batch's sequence at once; the few outputs whose window
+    crosses from one cloud into the next (``kernel_size - 1`` per boundary) are then computed again
+    with the other cloud's tokens left out, which is zero padding each cloud on its own.
+    """
 
     def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__()
@@ -101,14 +106,22 @@ class SequenceConv(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """x: (1, C, L) tokens in sequence order; batch: (L,) non-decreasing cloud index. → (1, C, L)."""
+        out = self.conv(x)
         pad, n = self.pad, x.shape[-1]
-        if pad == 0 or n == 0 or int(batch[0]) == int(batch[-1]):
-            return self.conv(x)  # one cloud: zero padding at its ends is the conv's own
-        # Several clouds: lay them out with `pad` zero tokens between them, position i + pad·b.
-        pos = torch.arange(n, device=x.device) + pad * (batch - batch[0])
-        seq = x.new_zeros((1, x.shape[1], int(pos[-1]) + 1))
-        seq = seq.index_copy(2, pos, x)
-        return self.conv(seq).index_select(2, pos)
+        if pad == 0 or n < 2 or int(batch[0]) == int(batch[-1]):
+            return out
+        starts = (
+            torch.nonzero(batch[1:] != batch[:-1]).flatten() + 1
+        )  # each cloud's first token but the first
+        near = torch.cat([starts + d for d in range(-pad, pad)]).clamp(0, n - 1).unique()  # (M,)
+        taps = torch.arange(-pad, pad + 1, device=x.device)
+        j = near[:, None] + taps  # (M, K) the inputs of each output near a boundary
+        valid = (j >= 0) & (j < n)
+        j = j.clamp(0, n - 1)
+        valid &= batch[j] == batch[near][:, None]
+        window = x[0].index_select(1, j.flatten()).view(x.shape[1], *j.shape) * valid  # (C_in, M, K)
+        exact = torch.einsum("cmk,ock->om", window, self.conv.weight)  # each cloud zero padded alone
+        return out.index_copy(2, near, exact[None])
 
 
 class PatchAttention(nn.Module):
@@ -194,7 +207,10 @@ class Point2PointBackbone(nn.Module):
             ``floor(xyz / grid_size)`` minus each cloud's minimum; a cloud may span at most ``2**16``
             cells per axis.
         order: a curve order or a sequence of them (blocks alternate; see the module docstring).
-        channels: token width per level, finest first; ``len(channels)`` levels, each a factor 2 coarser.
+        channels: token width per level, finest first (``len(channels)`` levels).
+        strides: how much coarser each level's cells are than the previous level's (powers of 2; one
+            fewer entry than ``channels``; default all 2). LiDAR scans are surfaces in a mostly empty volume, so a
+            stride of 2 merges few cells; 4 (two octree levels, ``code >> 6``) shrinks the sequence faster.
         enc_blocks, dec_blocks: blocks per level going down and coming up (``dec_blocks`` has one
             fewer entry: the coarsest level has none).
         mixer: ``"conv"`` (1D convolutions, Point2Point) or ``"attention"`` (attention in patches, PTv3-like).
@@ -214,6 +230,7 @@ class Point2PointBackbone(nn.Module):
         grid_size: float | Sequence[float] = 0.1,
         order: SequenceOrder | Sequence[SequenceOrder] = "hilbert",
         channels: Sequence[int] = (32, 64, 128, 256),
+        strides: Sequence[int] | None = None,
         enc_blocks: Sequence[int] = (1, 1, 2, 2),
         dec_blocks: Sequence[int] = (1, 1, 1),
         mixer: Literal["conv", "attention"] = "conv",
@@ -228,11 +245,15 @@ class Point2PointBackbone(nn.Module):
         if not orders or bad:
             raise ValueError(f"order must be one of {_ORDERS} or a sequence of them, got {order!r}")
         levels = len(channels)
-        if len(enc_blocks) != levels or len(dec_blocks) != levels - 1:
+        strides = (2,) * (levels - 1) if strides is None else tuple(strides)
+        if len(enc_blocks) != levels or len(dec_blocks) != levels - 1 or len(strides) != levels - 1:
             raise ValueError(
-                f"{levels} levels need {levels} enc_blocks and {levels - 1} dec_blocks, "
-                f"got {list(enc_blocks)} and {list(dec_blocks)}"
+                f"{levels} levels need {levels} enc_blocks, {levels - 1} dec_blocks and {levels - 1} strides, "
+                f"got {list(enc_blocks)}, {list(dec_blocks)} and {list(strides)}"
             )
+        if any(int(st) < 2 or int(st) & (int(st) - 1) for st in strides):
+            raise ValueError(f"strides must be powers of 2 (>= 2), got {list(strides)}")
+        self.shifts = tuple(int(st).bit_length() - 1 for st in strides)
         size = torch.as_tensor(grid_size, dtype=torch.float64).expand(3).clone()
         if not bool((size > 0).all()) or not bool(torch.isfinite(size).all()):
             raise ValueError(f"grid_size must be positive and finite, got {grid_size!r}")
@@ -301,7 +322,7 @@ class Point2PointBackbone(nn.Module):
         # A fixed depth: the Hilbert curve of b bits is oriented by b % 3, so a depth taken from the
         # batch's largest cloud would let one cloud change another's order.
         bits = _MAX_BITS
-        if top >= 1 << bits:
+        if top >= 1 << bits or sum(self.shifts) >= bits:
             raise ValueError(
                 f"a cloud spans {top + 1} cells of {self.grid_size.tolist()} m along an axis; at most "
                 f"2**{_MAX_BITS} (are the coordinates in metres? clip far points or use a coarser grid)"
@@ -313,19 +334,24 @@ class Point2PointBackbone(nn.Module):
         coords, batch = grid[first], batch_index[first]
         lows = low.double()
         out: list[_Level] = []
+        shift = 0  # octree levels above the grid
         for level in range(levels):
-            lb = bits - level
+            lb = bits - shift
             perms = [None] + [torch.argsort(self._codes(coords, batch, lb, o)) for o in self.orders[1:]]
-            centre = ((coords.double() + 0.5) * (1 << level) + lows[batch]) * size
+            centre = ((coords.double() + 0.5) * (1 << shift) + lows[batch]) * size
             lvl = _Level(coords=coords, batch=batch, perms=perms, centre=centre.float())
             out.append(lvl)
-            if level + 1 < levels:  # parents: runs of equal code >> 3 (unique also orders them for "random")
-                pkey = self._codes(coords >> 1, batch, lb - 1, self.orders[0])
+            if (
+                level + 1 < levels
+            ):  # parents: runs of equal code >> 3·s (unique also orders them for "random")
+                s = self.shifts[level]
+                shift += s
+                pkey = self._codes(coords >> s, batch, lb - s, self.orders[0])
                 pk, parent = torch.unique(pkey, sorted=True, return_inverse=True)
                 lvl.parent = parent
                 pfirst = torch.full((len(pk),), len(pkey), dtype=torch.int64, device=key.device)
                 pfirst = pfirst.scatter_reduce(0, parent, torch.arange(len(pkey), device=key.device), "amin")
-                coords, batch = coords[pfirst] >> 1, batch[pfirst]
+                coords, batch = coords[pfirst] >> s, batch[pfirst]
         return out, point_cell, first
 
     # ----------------------------------------------------------------------------------------------
