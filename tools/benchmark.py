@@ -3,6 +3,8 @@
 
     python tools/benchmark.py geometry            # points-in-boxes: numba kernel vs vectorised NumPy
     python tools/benchmark.py hilbert             # Hilbert encode/decode vs numba Skilling, numpy-hilbert-curve
+    python tools/benchmark.py hilbert --hilbertsfc /path/to/HilbertSFC
+                                                  # ... and side by side with a local HilbertSFC source copy
     python tools/benchmark.py voxelize            # hard voxelization vs spconv PointToVoxel
     python tools/benchmark.py sparse              # sparse convolution vs spconv's CPU build
     python tools/benchmark.py iou                 # rotated BEV/3D IoU: numba vs shapely 2
@@ -50,9 +52,12 @@ def bench_synthetic(frames: int = 20) -> list[dict]:
     return [{"op": "synthetic LiDAR", "input": f"{frames} frames", **result}]
 
 
-def bench_hilbert() -> list[dict]:
+def bench_hilbert(hilbertsfc: Path | None = None) -> list[dict]:
     from benchmarks.hilbert import bench_hilbert as run
+    from benchmarks.hilbert import bench_hilbertsfc
 
+    if hilbertsfc is not None:  # only then is anything imported from the user's copy
+        return bench_hilbertsfc(hilbertsfc, verbose=False)
     return run(verbose=False)
 
 
@@ -104,7 +109,10 @@ def bench_detector(args: argparse.Namespace) -> list[dict]:
 # name → (title, function); "ops" runs the four ops sections, "all" everything.
 SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "geometry": ("points in boxes (median of 7; peer median of 3)", lambda a: bench_geometry()),
-    "hilbert": ("Hilbert serialization, 10 bits per axis (best of 3)", lambda a: bench_hilbert()),
+    "hilbert": (
+        "Hilbert serialization, 10 bits per axis (best of 3); with --hilbertsfc: vs HilbertSFC, 4 M points (best of 7)",
+        lambda a: bench_hilbert(a.hilbertsfc),
+    ),
     "voxelize": ("hard voxelization vs spconv PointToVoxel, 1 thread (median)", lambda a: bench_voxelize()),
     "sparse": ("sparse convolution vs spconv CPU at 1 thread (median of 5)", lambda a: bench_sparse()),
     "iou": ("rotated IoU (BEV and 3D) vs shapely 2 (median)", lambda a: bench_iou()),
@@ -144,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ckpts", nargs="+", help="detector checkpoints, one per config (default: initial weights)"
     )
     parser.add_argument("--threads", type=int, help="torch threads for the detector benchmark")
+    parser.add_argument(
+        "--hilbertsfc",
+        type=Path,
+        help="hilbert: time against a local HilbertSFC source copy instead of the default peers",
+    )
     args = parser.parse_args(argv)
     results: dict[str, list[dict]] = {}
     for name in GROUPS.get(args.what, [args.what]):

@@ -271,6 +271,97 @@ def test_unrolled_kernels_all_bits(bits: int) -> None:
     _check_unrolled_kernels(bits, np.int64)
 
 
+ALL_INT_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
+
+
+@pytest.mark.parametrize("n", [500, H._UNROLL_MIN + 5])  # generic and unrolled kernels
+@pytest.mark.parametrize("bits", [4, 7, 10, 16, 21])
+def test_every_input_dtype_gives_the_same_codes(bits: int, n: int) -> None:
+    cells = random_cells(bits, n, seed=bits)
+    for enc, dec in CURVES:
+        expected = enc(cells, bits)
+        for dtype in ALL_INT_DTYPES:
+            if np.iinfo(dtype).max >= (1 << bits) - 1:
+                np.testing.assert_array_equal(enc(cells.astype(dtype), bits), expected, err_msg=str(dtype))
+                swapped = cells.astype(np.dtype(dtype).newbyteorder(">"))  # read through a native copy
+                np.testing.assert_array_equal(enc(swapped, bits), expected, err_msg=f"big-endian {dtype}")
+            if np.iinfo(dtype).max >= (1 << 3 * bits) - 1:
+                np.testing.assert_array_equal(dec(expected.astype(dtype), bits), cells, err_msg=str(dtype))
+
+
+@pytest.mark.parametrize("n", [300, H._UNROLL_MIN + 5])
+@pytest.mark.parametrize(
+    ("dtype", "bits"), [(np.int8, 9), (np.int16, 16), (np.int32, 21), (np.int64, 21), (np.uint64, 21)]
+)
+def test_negative_and_huge_inputs_are_rejected_for_every_width(dtype, bits: int, n: int) -> None:
+    """Negative values must be caught even when bits reaches the dtype's width (sign bit set)."""
+    cells = np.zeros((n, 3), dtype)
+    bad = np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else -1
+    cells[n // 2, 1] = bad
+    for enc, dec in CURVES:
+        with pytest.raises(ValueError, match="coords"):
+            enc(cells, bits)
+        codes = np.zeros(n, dtype)
+        codes[-1] = bad
+        if np.dtype(dtype).kind == "i" or 3 * bits < 8 * np.dtype(dtype).itemsize:
+            with pytest.raises(ValueError, match="codes"):
+                dec(codes, bits)
+
+
+@pytest.mark.parametrize("n", [200, H._UNROLL_MIN + 5])
+@pytest.mark.parametrize("bits", [5, 10, 16, 21])
+def test_output_into_preallocated_buffers(bits: int, n: int) -> None:
+    cells = random_cells(bits, n, seed=n)
+    for enc, dec in CURVES:
+        expected = enc(cells, bits)
+        for dtype in ALL_INT_DTYPES:
+            info = np.iinfo(dtype)
+            if info.max >= (1 << 3 * bits) - 1:
+                out = np.full(n, 7, dtype)
+                assert enc(cells, bits, out=out) is out
+                np.testing.assert_array_equal(out, expected, err_msg=str(dtype))
+                t_out = torch.zeros(n, dtype=getattr(torch, np.dtype(dtype).name))
+                assert enc(torch.from_numpy(cells), bits, out=t_out) is t_out
+                np.testing.assert_array_equal(t_out.numpy(), expected, err_msg=str(dtype))
+            if info.max >= (1 << bits) - 1:
+                out3 = np.full((n, 3), 7, dtype)
+                assert dec(expected, bits, out=out3) is out3
+                np.testing.assert_array_equal(out3, cells, err_msg=str(dtype))
+                t_out3 = torch.zeros((n, 3), dtype=getattr(torch, np.dtype(dtype).name))
+                assert dec(torch.from_numpy(expected), bits, out=t_out3) is t_out3
+                np.testing.assert_array_equal(t_out3.numpy(), cells, err_msg=str(dtype))
+
+
+def test_bad_output_buffers() -> None:
+    cells = random_cells(10, 50)
+    codes = H.encode(cells, 10)
+    bad = [
+        np.empty(49, np.int64),  # wrong length
+        np.empty((50, 1), np.int64),  # wrong shape
+        np.empty(50, np.int16),  # too narrow for 30-bit codes
+        np.empty(0, np.int64),  # wrong length
+        np.empty(100, np.int64)[::2],  # not contiguous
+        np.empty(50, np.float64),
+        torch.empty(50, dtype=torch.int64),  # torch for NumPy input
+    ]
+    for out in bad:
+        with pytest.raises(ValueError, match="out"):
+            H.encode(cells, 10, out=out)
+    readonly = np.empty(50, np.int64)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        H.encode(cells, 10, out=readonly)
+    with pytest.raises(ValueError, match="out"):
+        H.encode(cells, 11, out=np.empty(50, np.uint32))  # 33-bit codes
+    for out in (np.empty((50, 3), np.uint8), np.empty((50, 2), np.int64), np.empty(150, np.int64)):
+        with pytest.raises(ValueError, match="out"):
+            H.decode(codes, 10, out=out)
+    with pytest.raises(ValueError, match="out"):
+        H.decode(torch.from_numpy(codes), 10, out=np.empty((50, 3), np.int64))  # NumPy for torch input
+    with pytest.raises(ValueError, match="out"):
+        H.decode(torch.from_numpy(codes), 10, out=torch.empty((50, 3), dtype=torch.float32))
+
+
 def test_pure_torch_path_rejects_out_of_range() -> None:
     with pytest.raises(ValueError, match="coords"):
         H._encode_torch(torch.tensor([[0, 0, 4]]), 2, H._HILBERT)
