@@ -13,6 +13,7 @@
     python tools/benchmark.py waymo_eval          # Waymo mAP/mAPH on ~40 k GT and ~40 k predictions
     python tools/benchmark.py waymo_convert       # Waymo v1 TFRecord → npz conversion, frames/s per core
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
+    python tools/benchmark.py segmentation        # Point2Point vs the sparse-conv U-Net: forward ms, training samples/s
     python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
                                                   # detector inference, s/frame on the real KITTI scans
     python tools/benchmark.py all [--json OUT]
@@ -59,6 +60,12 @@ def bench_hilbert(hilbertsfc: Path | None = None) -> list[dict]:
     if hilbertsfc is not None:  # only then is anything imported from the user's copy
         return bench_hilbertsfc(hilbertsfc, verbose=False)
     return run(verbose=False)
+
+
+def bench_segmentation() -> list[dict]:
+    from benchmarks.segmentation import bench_segmentation as run
+
+    return run()
 
 
 def bench_iou() -> list[dict]:
@@ -123,6 +130,10 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     ),
     "waymo_eval": ("Waymo mAP/mAPH, 1,000 frames, ~40 k objects a side", lambda a: bench_waymo_eval()),
     "synthetic": ("synthetic LiDAR generator", lambda a: bench_synthetic(a.frames)),
+    "segmentation": (
+        "segmentation backbones, KITTI 000000 (115 k points), 2 threads (median of 5)",
+        lambda a: bench_segmentation(),
+    ),
     "detector": ("detector inference on the real KITTI scans, batch 1 (median of 5)", bench_detector),
 }
 GROUPS = {"ops": ["hilbert", "voxelize", "sparse", "iou"], "all": list(SECTIONS)}

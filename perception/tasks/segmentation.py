@@ -4,7 +4,8 @@ Any backbone with the point contract (``forward(points (N, C), batch_index (N,))
 :class:`~perception.models.Point2PointBackbone`, :class:`~perception.models.SparseUNet`) plus a linear
 classifier over the classes of a :class:`~perception.structures.LabelMap`. Loss: cross-entropy over
 the labelled points (training id 0 is ignored) plus the Lovász-softmax surrogate of the per-class IoU
-(Berman et al., CVPR 2018), which the small classes (poles, signs, people) need. Metrics are
+(Berman et al., CVPR 2018); both help the small classes (poles, signs, people), the cross-entropy
+through inverse-square-root frequency weights. Metrics are
 evaluator plug-ins (:class:`~perception.eval.segmentation.SegmentationEvaluator`: the SemanticKITTI
 mIoU); files are written by :class:`~perception.tasks.writers.SemanticKittiLabelWriter`. Every step
 that predicts returns one ``(N_b,)`` int64 tensor of training ids (1..K) per sample.
@@ -69,6 +70,10 @@ class SegmentationTask(L.LightningModule):
         lr, weight_decay, pct_start, div_factor: AdamW with a one-cycle schedule (cosine).
         lovasz_weight: weight of the Lovász-softmax term beside the cross-entropy (0 turns it off).
         label_smoothing: the cross-entropy's.
+        class_weight_power: the cross-entropy weighs class ``c`` by ``(n / n_c) ** power`` over the
+            batch's labelled points (n of them, n_c of class c), normalised to mean 1 over the classes
+            present: 0.5 is the inverse square root of the frequency, 0 plain cross-entropy. Rare
+            classes (poles, signs, people: under 1 % of the points) then learn from the first steps.
 
     After each validation (test) epoch ``last_metrics`` holds the evaluators' results (``mIoU``,
     ``IoU/<class>``, ``accuracy``, percent); headline keys are logged as ``val/<key>``.
@@ -85,6 +90,7 @@ class SegmentationTask(L.LightningModule):
         div_factor: float = 10.0,
         lovasz_weight: float = 1.0,
         label_smoothing: float = 0.0,
+        class_weight_power: float = 0.5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "evaluators"])
@@ -113,8 +119,19 @@ class SegmentationTask(L.LightningModule):
         target = batch.point_labels - 1  # ignore (0) → -1
         labelled = target >= 0
         logits = logits.float()
+        k = logits.shape[1]
+        weight = None
+        if self.hparams.class_weight_power and bool(labelled.any()):
+            counts = torch.bincount(target[labelled], minlength=k).float()
+            present = counts > 0
+            weight = torch.where(
+                present, (counts.sum() / counts.clamp_min(1)) ** self.hparams.class_weight_power, 0.0
+            )
+            weight = weight / weight[present].mean()
         ce = (
-            F.cross_entropy(logits, target, ignore_index=-1, label_smoothing=self.hparams.label_smoothing)
+            F.cross_entropy(
+                logits, target, weight=weight, ignore_index=-1, label_smoothing=self.hparams.label_smoothing
+            )
             if bool(labelled.any())
             else logits.sum() * 0.0
         )

@@ -264,7 +264,11 @@ class Point2PointBackbone(nn.Module):
         self.positional = positional
 
         c0 = self.channels[0]
-        self.point_embed = nn.Sequential(_mlp(in_channels + 3, c0), nn.Conv1d(c0, c0, 1))
+        # Inputs mix metres (tens) with attributes in [0, 1]: standardise each channel first, so that
+        # reflectance is not a rounding error beside x at the first layer.
+        self.point_embed = nn.Sequential(
+            TokenNorm(in_channels + 3, affine=False), _mlp(in_channels + 3, c0), nn.Conv1d(c0, c0, 1)
+        )
         self.cell_norm = nn.Sequential(TokenNorm(c0), nn.ReLU(inplace=True))
 
         def blocks(c: int, n: int) -> nn.ModuleList:
