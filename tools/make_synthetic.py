@@ -3,8 +3,8 @@
 
     python tools/make_synthetic.py --out data/synthetic --frames 1000 --seed 0 [--sequences 20]
         [--val-fraction 0.2] [--workers 2] [--overwrite] [--max-range 120] [--azimuth-step 0.17]
-    python tools/make_synthetic.py --layout semantickitti data/synthetic_seg [--frames 480]
-        [--sequences 48] [--val-fraction 0.17] [--seed 0] [--workers 2] [--beams 32] [--azimuth-step 0.4]
+    python tools/make_synthetic.py --layout semantickitti data/synthetic_seg [--frames 960]
+        [--sequences 320] [--val-fraction 0.17] [--seed 0] [--workers 2] [--beams 32] [--azimuth-step 0.4]
 
 Re-running with the same arguments skips frames already written (a killed run continues);
 ``--overwrite`` regenerates them. See :mod:`perception.data.synthetic.writer` and
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames",
         type=_positive_int,
         default=None,
-        help="number of frames (kitti: required; semantickitti: 480)",
+        help="number of frames (kitti: required; semantickitti: 960)",
     )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="dataset seed (default 0)")
     p.add_argument(
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=None,
         help="split the frames into this many 10 Hz sequences (kitti default 0: independent frames; "
-        "semantickitti default 48)",
+        "semantickitti default 320)",
     )
     p.add_argument(
         "--val-fraction",

@@ -7,7 +7,7 @@ The project's embedded default dataset. A frame is a pure function of ``(config,
 
     frame = generate_frame(SyntheticConfig(), seed=0, index=7)   # points (N, 4), boxes_lidar (M, 7), ...
     write_dataset("data/synthetic", frames=1000, seed=0, sequences=20, workers=2)
-    write_semantickitti("data/synthetic_seg", frames=480, sequences=48)  # SemanticKITTI layout
+    write_semantickitti("data/synthetic_seg", frames=960, sequences=320)  # SemanticKITTI layout
 
 Modules: :mod:`.config` (knobs), :mod:`.lidar` (beam pattern, return model), :mod:`.shapes`
 (primitives), :mod:`.actors` (vehicles, pedestrians, cyclists, clutter), :mod:`.scene` (road,
