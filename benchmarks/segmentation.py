@@ -33,8 +33,15 @@ VELODYNE = REPO / "tests" / "data" / "kitti" / "training" / "velodyne"
 
 
 def point2point(in_channels: int) -> nn.Module:
-    """Point2Point at the defaults of ``configs/p2p_seg_synthetic.yaml`` (0.1 m cells, Hilbert order,
-    1D convolutions of kernel 5, widths 32-64-128-256)."""
+    """Point2Point as ``configs/p2p_seg_synthetic.yaml`` has it (0.1 m cells, Hilbert order, 1D
+    convolutions of kernel 5, widths 32-64-128-256, level strides 4-4-2)."""
+    from perception.models import Point2PointBackbone
+
+    return Point2PointBackbone(in_channels, 64, grid_size=0.1, strides=(4, 4, 2))
+
+
+def point2point_stride2(in_channels: int) -> nn.Module:
+    """Point2Point at the class defaults (every level a stride of 2: more tokens at the coarse levels)."""
     from perception.models import Point2PointBackbone
 
     return Point2PointBackbone(in_channels, 64, grid_size=0.1)
@@ -49,6 +56,7 @@ def sparse_unet(in_channels: int) -> nn.Module:
 
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
     "point2point": point2point,
+    "point2point_stride2": point2point_stride2,
     "sparse_unet": sparse_unet,
 }
 

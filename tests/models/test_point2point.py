@@ -189,6 +189,21 @@ def test_bad_input_is_refused_with_a_clear_error():
         Point2PointBackbone(order="peano")
     with pytest.raises(ValueError, match="enc_blocks"):
         Point2PointBackbone(channels=(8, 16), enc_blocks=(1,), dec_blocks=(1,))
+    with pytest.raises(ValueError, match="powers of 2"):
+        Point2PointBackbone(channels=(8, 16), enc_blocks=(1, 1), dec_blocks=(1,), strides=(3,))
+
+
+def test_strides_pool_several_octree_levels_at_once():
+    model = small("hilbert", strides=(4, 2))
+    g = torch.arange(8)
+    grid = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    points = torch.cat([(grid.float() + 0.5) * 0.5, torch.zeros(len(grid), 1)], 1)
+    levels, _, _ = model._serialize(points, torch.zeros(len(points), dtype=torch.long))
+    assert [len(lv.batch) for lv in levels] == [512, 8, 1]
+    assert torch.equal(levels[1].coords[levels[0].parent], levels[0].coords >> 2)
+    assert bool((levels[0].parent[1:] >= levels[0].parent[:-1]).all())  # code >> 6 runs
+    out = model.eval()(points, torch.zeros(len(points), dtype=torch.long))
+    assert out.shape == (512, 12)
 
 
 @pytest.mark.slow

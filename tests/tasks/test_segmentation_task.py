@@ -122,6 +122,26 @@ def test_the_loss_ignores_label_0(root):
     assert float(none["loss"].detach()) == 0.0 and none["loss"].requires_grad
 
 
+def test_class_weights_are_inverse_sqrt_frequencies_of_the_batch(root):
+    batch = first_batch(root, "train")
+    torch.manual_seed(1)
+    logits = torch.randn(len(batch.points), K)
+    target = batch.point_labels - 1
+    labelled = target >= 0
+    plain = tiny_task(class_weight_power=0.0, lovasz_weight=0.0).loss(logits, batch)["ce"]
+    assert torch.allclose(plain, nn.functional.cross_entropy(logits, target, ignore_index=-1))
+    counts = torch.bincount(target[labelled], minlength=K).double()
+    present = counts > 0
+    weight = torch.zeros(K, dtype=torch.float64)
+    weight[present] = (counts.sum() / counts[present]).sqrt()
+    weight /= weight[present].mean()
+    nll = -logits.double().log_softmax(1)[labelled].gather(1, target[labelled, None])[:, 0]
+    w = weight[target[labelled]]
+    expected = (w * nll).sum() / w.sum()
+    weighted = tiny_task(class_weight_power=0.5, lovasz_weight=0.0).loss(logits, batch)["ce"]
+    assert torch.allclose(weighted.double(), expected, rtol=1e-5)
+
+
 def test_lovasz_softmax_is_zero_for_perfect_predictions():
     target = torch.tensor([0, 2, 1, 1, 3, 0, 2])
     probs = nn.functional.one_hot(target, 4).float()
