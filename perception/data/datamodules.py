@@ -47,6 +47,7 @@ from perception.structures import collate
 
 __all__ = [
     "DetectionDataModule",
+    "EpochDataModule",
     "default_train_transforms",
     "default_val_transforms",
     "make_loader",
@@ -148,7 +149,58 @@ def make_loader(
     )
 
 
-class DetectionDataModule(L.LightningDataModule):
+class EpochDataModule(L.LightningDataModule):
+    """What the data modules share: per-epoch augmentation through an :class:`EpochSampler` and one
+    loader per split.
+
+    A subclass sets ``train_set``, ``val_set``, ``test_set`` and ``predict_set`` in ``setup``, has
+    ``batch_size``, ``val_batch_size`` and ``seed``, and implements :meth:`_loader`.
+    """
+
+    train_set: Dataset | None = None
+    val_set: Dataset | None = None
+    test_set: Dataset | None = None
+    predict_set: Dataset | None = None
+    _epoch: int = 0
+    _train_sampler: EpochSampler | None = None
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the train loader gives next (Lightning sets it itself)."""
+        self._epoch = int(epoch)
+        if self._train_sampler is not None:
+            self._train_sampler.set_epoch(epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        self._train_sampler = EpochSampler(len(self.train_set), shuffle=True, seed=self.seed)
+        self._train_sampler.set_epoch(self._epoch)
+        return self._loader(self.train_set, self.batch_size, self._train_sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        assert self.val_set is not None
+        return self._loader(self.val_set, self.val_batch_size, None)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            self.setup("test")
+        assert self.test_set is not None
+        return self._loader(self.test_set, self.val_batch_size, None)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_set is None:
+            self.setup("predict")
+        assert self.predict_set is not None
+        return self._loader(self.predict_set, self.val_batch_size, None)
+
+
+class DetectionDataModule(EpochDataModule):
     """Detection data from a KITTI-layout root (real KITTI or the synthetic default) or converted Waymo.
 
     Args:
@@ -312,12 +364,6 @@ class DetectionDataModule(L.LightningDataModule):
                 self.predict_split, self.val_transforms, self.predict_split_folder, self.predict_frame_ids
             )
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose augmentation the train loader gives next (Lightning sets it itself)."""
-        self._epoch = int(epoch)
-        if self._train_sampler is not None:
-            self._train_sampler.set_epoch(epoch)
-
     def _worker_context(self) -> multiprocessing.context.BaseContext:
         return worker_context(self.multiprocessing_context)
 
@@ -331,29 +377,3 @@ class DetectionDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             multiprocessing_context=self.multiprocessing_context,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        assert self.train_set is not None
-        self._train_sampler = EpochSampler(len(self.train_set), shuffle=True, seed=self.seed)
-        self._train_sampler.set_epoch(self._epoch)
-        return self._loader(self.train_set, self.batch_size, self._train_sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.val_set is None:
-            self.setup("validate")
-        assert self.val_set is not None
-        return self._loader(self.val_set, self.val_batch_size, None)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            self.setup("test")
-        assert self.test_set is not None
-        return self._loader(self.test_set, self.val_batch_size, None)
-
-    def predict_dataloader(self) -> DataLoader:
-        if self.predict_set is None:
-            self.setup("predict")
-        assert self.predict_set is not None
-        return self._loader(self.predict_set, self.val_batch_size, None)

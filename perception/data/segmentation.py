@@ -16,10 +16,9 @@ import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 from torch.utils.data import DataLoader
 
-from perception.data.datamodules import make_loader, worker_context
+from perception.data.datamodules import EpochDataModule, make_loader, worker_context
 from perception.data.datasets import EpochSampler
 from perception.data.semantickitti import OFFICIAL_SPLITS, SemanticKittiDataset
 from perception.data.synthetic.semantic_writer import SyntheticSegmentation
@@ -65,7 +64,7 @@ def default_seg_val_transforms() -> list[Transform]:
     return []
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(EpochDataModule):
     """Segmentation data from a SemanticKITTI-layout root: real SemanticKITTI or the synthetic default.
 
     Args:
@@ -207,12 +206,6 @@ class SegmentationDataModule(L.LightningDataModule):
         if stage in (None, "predict"):
             self.predict_set = self.make_dataset("predict", self.val_transforms)
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose augmentation the train loader gives next (Lightning sets it itself)."""
-        self._epoch = int(epoch)
-        if self._train_sampler is not None:
-            self._train_sampler.set_epoch(epoch)
-
     def _worker_context(self) -> multiprocessing.context.BaseContext:
         return worker_context(self.multiprocessing_context, _PRELOAD)
 
@@ -229,32 +222,6 @@ class SegmentationDataModule(L.LightningDataModule):
             multiprocessing_context=self.multiprocessing_context,
             preload=_PRELOAD,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        assert self.train_set is not None
-        self._train_sampler = EpochSampler(len(self.train_set), shuffle=True, seed=self.seed)
-        self._train_sampler.set_epoch(self._epoch)
-        return self._loader(self.train_set, self.batch_size, self._train_sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.val_set is None:
-            self.setup("validate")
-        assert self.val_set is not None
-        return self._loader(self.val_set, self.val_batch_size, None)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            self.setup("test")
-        assert self.test_set is not None
-        return self._loader(self.test_set, self.val_batch_size, None)
-
-    def predict_dataloader(self) -> DataLoader:
-        if self.predict_set is None:
-            self.setup("predict")
-        assert self.predict_set is not None
-        return self._loader(self.predict_set, self.val_batch_size, None)
 
 
 def _names(sequences: Sequence[str | int] | None) -> list[str] | None:

@@ -21,6 +21,7 @@ from torch import nn
 from perception.eval.detection import Evaluator
 from perception.models import Detector
 from perception.structures import Batch, Detections
+from perception.tasks.schedule import adamw_one_cycle
 
 __all__ = ["DetectionTask"]
 
@@ -135,15 +136,12 @@ class DetectionTask(L.LightningModule):
     # ------------------------------------------------------------------------------------ optimiser
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.hparams.lr,
-            total_steps=total,
-            pct_start=self.hparams.pct_start,
-            div_factor=self.hparams.div_factor,
-            anneal_strategy="cos",
+        hp = self.hparams
+        return adamw_one_cycle(
+            self,
+            [p for p in self.model.parameters() if p.requires_grad],
+            hp.lr,
+            hp.weight_decay,
+            hp.pct_start,
+            hp.div_factor,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -23,6 +23,7 @@ from torch import nn
 from perception.eval.segmentation import SegmentationEvaluator
 from perception.structures import Batch, LabelMap
 from perception.structures.segmentation import label_map as make_label_map
+from perception.tasks.schedule import adamw_one_cycle
 
 __all__ = ["SegmentationTask", "lovasz_softmax"]
 
@@ -199,16 +200,5 @@ class SegmentationTask(L.LightningModule):
     # ------------------------------------------------------------------------------------ optimiser
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.hparams.lr,
-            total_steps=total,
-            pct_start=self.hparams.pct_start,
-            div_factor=self.hparams.div_factor,
-            anneal_strategy="cos",
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        hp = self.hparams
+        return adamw_one_cycle(self, self.parameters(), hp.lr, hp.weight_decay, hp.pct_start, hp.div_factor)
