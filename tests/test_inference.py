@@ -108,6 +108,7 @@ def test_predictor_predicts_exactly_the_frames_asked_for(untrained, kitti_root):
 TINY_P2P = [
     "--model.init_args.backbone.init_args.channels", "[8,16]",
     "--model.init_args.backbone.init_args.enc_blocks", "[1,1]",
+    "--model.init_args.backbone.init_args.strides", "[2]",
     "--model.init_args.backbone.init_args.dec_blocks", "[1]",
     "--model.init_args.backbone.init_args.out_channels", "8",
     "--model.init_args.backbone.init_args.grid_size", "0.5",
@@ -126,7 +127,9 @@ def segmentation_run(tmp_path_factory):
     SyntheticSegmentation(frames=4, sequences=2, seed=1, num_beams=4, azimuth_step_deg=2.0).write(data)
     config = yaml.safe_load((CONFIG_DIR / "p2p_seg_synthetic.yaml").read_text())
     backbone = config["model"]["init_args"]["backbone"]["init_args"]
-    backbone.update(channels=[8, 16], enc_blocks=[1, 1], dec_blocks=[1], out_channels=8, grid_size=0.5)
+    backbone.update(
+        channels=[8, 16], strides=[2], enc_blocks=[1, 1], dec_blocks=[1], out_channels=8, grid_size=0.5
+    )
     config["data"]["init_args"].update(root=str(tmp / "elsewhere"), num_workers=0)
     config["ckpt_path"] = None  # a saved fit config's extra keys are dropped
     run = tmp / "run"

@@ -23,6 +23,7 @@ TINY_SET = '{"frames": 6, "sequences": 3, "seed": 5, "num_beams": 4, "azimuth_st
 TINY_MODEL = [
     "--model.init_args.backbone.init_args.channels", "[8,16]",
     "--model.init_args.backbone.init_args.enc_blocks", "[1,1]",
+    "--model.init_args.backbone.init_args.strides", "[2]",
     "--model.init_args.backbone.init_args.dec_blocks", "[1]",
     "--model.init_args.backbone.init_args.out_channels", "8",
     "--model.init_args.backbone.init_args.grid_size", "0.5",

@@ -316,7 +316,7 @@ def test_visualize_runs_a_segmentation_checkpoint(tmp_path, capsys):
     ).write(data)
     config = yaml.safe_load((CONFIG_DIR / "p2p_seg_synthetic.yaml").read_text())
     config["model"]["init_args"]["backbone"]["init_args"].update(
-        channels=[8, 16], enc_blocks=[1, 1], dec_blocks=[1], out_channels=8, grid_size=0.5
+        channels=[8, 16], strides=[2], enc_blocks=[1, 1], dec_blocks=[1], out_channels=8, grid_size=0.5
     )
     config["data"]["init_args"].update(num_workers=0)
     config["trainer"].update(accelerator="cpu")
