@@ -140,7 +140,34 @@ def _metrics_rows(metrics: Mapping[str, float]) -> list[list[Any]]:
     return rows
 
 
-class WandbDetectionLogger(Callback):
+class _ValidationLogger(Callback):
+    """What the W&B validation callbacks share: how often and how much they log, under which prefix."""
+
+    def __init__(
+        self,
+        every_n_val_steps: int,
+        max_points: int,
+        max_scenes: int,
+        log_bev: bool,
+        log_metrics: bool,
+        prefix: str,
+    ) -> None:
+        super().__init__()
+        if every_n_val_steps < 1 or max_points < 1 or max_scenes < 0:
+            raise ValueError(
+                f"need every_n_val_steps >= 1, max_points >= 1, max_scenes >= 0; got "
+                f"{every_n_val_steps}, {max_points}, {max_scenes}"
+            )
+        self.every_n_val_steps = every_n_val_steps
+        self.max_points = max_points
+        self.max_scenes = max_scenes
+        self.log_bev = log_bev
+        self.log_metrics = log_metrics
+        self.prefix = prefix
+        self._logged = 0
+
+
+class WandbDetectionLogger(_ValidationLogger):
     """Logs validation scenes and the KITTI metrics of a detection task to W&B.
 
     Active only where one of the trainer's loggers is a ``lightning.pytorch.loggers.WandbLogger``
@@ -172,20 +199,8 @@ class WandbDetectionLogger(Callback):
         log_metrics: bool = True,
         prefix: str = "val",
     ) -> None:
-        super().__init__()
-        if every_n_val_steps < 1 or max_points < 1 or max_scenes < 0:
-            raise ValueError(
-                f"need every_n_val_steps >= 1, max_points >= 1, max_scenes >= 0; got "
-                f"{every_n_val_steps}, {max_points}, {max_scenes}"
-            )
-        self.every_n_val_steps = every_n_val_steps
-        self.max_points = max_points
+        super().__init__(every_n_val_steps, max_points, max_scenes, log_bev, log_metrics, prefix)
         self.score_threshold = score_threshold
-        self.max_scenes = max_scenes
-        self.log_bev = log_bev
-        self.log_metrics = log_metrics
-        self.prefix = prefix
-        self._logged = 0
 
     @staticmethod
     def wandb_logger_of(trainer: L.Trainer) -> WandbLogger | None:
@@ -323,7 +338,7 @@ def _iou_rows(metrics: Mapping[str, float]) -> list[list[Any]]:
     return rows
 
 
-class WandbSegmentationLogger(Callback):
+class WandbSegmentationLogger(_ValidationLogger):
     """Logs validation point clouds and the per-class IoU of a segmentation task to W&B.
 
     Active only where the module is a :class:`~perception.tasks.segmentation.SegmentationTask` and one
@@ -360,20 +375,8 @@ class WandbSegmentationLogger(Callback):
         log_metrics: bool = True,
         prefix: str = "val",
     ) -> None:
-        super().__init__()
-        if every_n_val_steps < 1 or max_points < 1 or max_scenes < 0:
-            raise ValueError(
-                f"need every_n_val_steps >= 1, max_points >= 1, max_scenes >= 0; got "
-                f"{every_n_val_steps}, {max_points}, {max_scenes}"
-            )
-        self.every_n_val_steps = every_n_val_steps
-        self.max_points = max_points
-        self.max_scenes = max_scenes
+        super().__init__(every_n_val_steps, max_points, max_scenes, log_bev, log_metrics, prefix)
         self.log_error = log_error
-        self.log_bev = log_bev
-        self.log_metrics = log_metrics
-        self.prefix = prefix
-        self._logged = 0
 
     @staticmethod
     def active_logger(trainer: L.Trainer, pl_module: Any) -> WandbLogger | None:
