@@ -153,8 +153,9 @@ class EpochDataModule(L.LightningDataModule):
     """What the data modules share: per-epoch augmentation through an :class:`EpochSampler` and one
     loader per split.
 
-    A subclass sets ``train_set``, ``val_set``, ``test_set`` and ``predict_set`` in ``setup``, has
-    ``batch_size``, ``val_batch_size`` and ``seed``, and implements :meth:`_loader`.
+    A subclass sets ``train_set``, ``val_set``, ``test_set`` and ``predict_set`` in ``setup`` and has
+    ``batch_size``, ``val_batch_size``, ``seed``, ``num_workers``, ``pin_memory``,
+    ``persistent_workers`` and ``multiprocessing_context``.
     """
 
     train_set: Dataset | None = None
@@ -164,8 +165,23 @@ class EpochDataModule(L.LightningDataModule):
     _epoch: int = 0
     _train_sampler: EpochSampler | None = None
 
+    preload: tuple[str, ...] = ("lightning", "perception.data.datasets")
+    """Modules the workers' forkserver imports once (:func:`worker_context`)."""
+
+    def _worker_context(self) -> multiprocessing.context.BaseContext:
+        return worker_context(self.multiprocessing_context, self.preload)
+
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        raise NotImplementedError
+        return make_loader(
+            dataset,
+            batch_size,
+            sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            multiprocessing_context=self.multiprocessing_context,
+            preload=self.preload,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose augmentation the train loader gives next (Lightning sets it itself)."""
@@ -363,17 +379,3 @@ class DetectionDataModule(EpochDataModule):
             self.predict_set = self.make_dataset(
                 self.predict_split, self.val_transforms, self.predict_split_folder, self.predict_frame_ids
             )
-
-    def _worker_context(self) -> multiprocessing.context.BaseContext:
-        return worker_context(self.multiprocessing_context)
-
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        return make_loader(
-            dataset,
-            batch_size,
-            sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            multiprocessing_context=self.multiprocessing_context,
-        )

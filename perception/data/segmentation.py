@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch.utils.data import DataLoader
-
-from perception.data.datamodules import EpochDataModule, make_loader, worker_context
+from perception.data.datamodules import EpochDataModule
 from perception.data.datasets import EpochSampler
 from perception.data.semantickitti import OFFICIAL_SPLITS, SemanticKittiDataset
 from perception.data.synthetic.semantic_writer import SyntheticSegmentation
@@ -42,8 +39,6 @@ __all__ = [
 
 DEFAULT_ROOT = "data/synthetic_seg"
 """Where the embedded synthetic segmentation set lives (generated on first use)."""
-
-_PRELOAD = ("lightning", "perception.data.semantickitti")
 
 
 def default_seg_train_transforms() -> list[Transform]:
@@ -89,6 +84,8 @@ class SegmentationDataModule(EpochDataModule):
 
     Test sequences without a ``labels`` folder (SemanticKITTI 11-21) give samples without point labels.
     """
+
+    preload = ("lightning", "perception.data.semantickitti")
 
     def __init__(
         self,
@@ -196,7 +193,7 @@ class SegmentationDataModule(EpochDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.num_workers > 0:
-            worker_context(self.multiprocessing_context, _PRELOAD)  # start the forkserver early
+            self._worker_context()  # start the forkserver early
         if stage in (None, "fit"):
             self.train_set = self.make_dataset("train", self.train_transforms, self.max_train_scans)
         if stage in (None, "fit", "validate"):
@@ -205,23 +202,6 @@ class SegmentationDataModule(EpochDataModule):
             self.test_set = self.make_dataset("test", self.val_transforms)
         if stage in (None, "predict"):
             self.predict_set = self.make_dataset("predict", self.val_transforms)
-
-    def _worker_context(self) -> multiprocessing.context.BaseContext:
-        return worker_context(self.multiprocessing_context, _PRELOAD)
-
-    def _loader(
-        self, dataset: SemanticKittiDataset, batch_size: int, sampler: EpochSampler | None
-    ) -> DataLoader:
-        return make_loader(
-            dataset,
-            batch_size,
-            sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            multiprocessing_context=self.multiprocessing_context,
-            preload=_PRELOAD,
-        )
 
 
 def _names(sequences: Sequence[str | int] | None) -> list[str] | None:
