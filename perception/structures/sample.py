@@ -17,6 +17,7 @@ import torch
 from numpy.typing import NDArray
 
 from perception.structures.kitti import KittiRecord
+from perception.structures.occupancy import OccupancyForecast, OccupancyTargets
 from perception.structures.segmentation import ScanRecord
 from perception.structures.waymo import WaymoRecord
 
@@ -38,6 +39,7 @@ class Sample:
         difficulty: (M,) int32 (KITTI 0/1/2, -1 none), kept for evaluation.
         point_labels: (N,) int64 per-point training class ids for segmentation (0 ignored, 1..K the
             classes of the data's :class:`~perception.structures.segmentation.LabelMap`), or None.
+        occupancy: the true occupancy-flow grids of an occupancy sample (NumPy), or None.
         record: the frame's dataset record (:class:`~perception.structures.kitti.KittiRecord`:
             calibration, image shape, every labelled object; :class:`~perception.structures.waymo.WaymoRecord`:
             context, timestamp, pose, every labelled object), as read, before any transform; what
@@ -50,6 +52,7 @@ class Sample:
     labels: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0,), np.int64))
     difficulty: NDArray[np.int32] = field(default_factory=lambda: np.zeros((0,), np.int32))
     point_labels: NDArray[np.int64] | None = None
+    occupancy: OccupancyTargets | None = None
     record: FrameRecord | None = None
 
     def __post_init__(self) -> None:
@@ -95,6 +98,8 @@ class Batch:
         difficulty: B tensors (M_b,) int32.
         point_labels: (N,) int64 per-point training class ids (0 ignored), or None when the samples
             have none.
+        occupancy: the samples' occupancy targets stacked into torch tensors with a leading B axis
+            (baselines too), or None.
         records: B records (or None), as in :class:`Sample`.
     """
 
@@ -105,6 +110,7 @@ class Batch:
     frame_ids: list[str]
     difficulty: list[torch.Tensor] = field(default_factory=list)
     point_labels: torch.Tensor | None = None
+    occupancy: OccupancyTargets | None = None
     records: list[FrameRecord | None] = field(default_factory=list)
 
     @property
@@ -125,6 +131,7 @@ class Batch:
             labels=[move(x) for x in self.labels],
             difficulty=[move(d) for d in self.difficulty],
             point_labels=None if self.point_labels is None else move(self.point_labels),
+            occupancy=None if self.occupancy is None else _map_targets(self.occupancy, move),
         )
 
     def pin_memory(self) -> Batch:
@@ -137,6 +144,9 @@ class Batch:
             labels=[x.pin_memory() for x in self.labels],
             difficulty=[d.pin_memory() for d in self.difficulty],
             point_labels=None if self.point_labels is None else self.point_labels.pin_memory(),
+            occupancy=None
+            if self.occupancy is None
+            else _map_targets(self.occupancy, torch.Tensor.pin_memory),
         )
 
 
@@ -159,6 +169,12 @@ def collate(samples: Sequence[Sample]) -> Batch:
     point_labels = None
     if with_labels.pop():
         point_labels = torch.from_numpy(np.concatenate([s.point_labels for s in samples]).astype(np.int64))
+    with_occupancy = {s.occupancy is not None for s in samples}
+    if len(with_occupancy) != 1:
+        raise ValueError(
+            f"some samples have occupancy targets and some do not: {[s.frame_id for s in samples]}"
+        )
+    occupancy = _stack_targets([s.occupancy for s in samples]) if with_occupancy.pop() else None
     return Batch(
         points=points,
         batch_index=batch_index,
@@ -167,5 +183,47 @@ def collate(samples: Sequence[Sample]) -> Batch:
         frame_ids=[s.frame_id for s in samples],
         difficulty=[torch.from_numpy(np.ascontiguousarray(s.difficulty, dtype=np.int32)) for s in samples],
         point_labels=point_labels,
+        occupancy=occupancy,
         records=[s.record for s in samples],
+    )
+
+
+def _stack(arrays) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in arrays]))
+
+
+def _stack_targets(targets: Sequence[OccupancyTargets]) -> OccupancyTargets:
+    """One :class:`OccupancyTargets` of (B, ...) tensors from per-sample NumPy ones."""
+    names = sorted(set.intersection(*(set(t.baselines) for t in targets)))
+    return OccupancyTargets(
+        waypoint_times=_stack([t.waypoint_times for t in targets]),
+        observed=_stack([t.observed for t in targets]),
+        occluded=_stack([t.occluded for t in targets]),
+        flow=_stack([t.flow for t in targets]),
+        flow_origin=_stack([t.flow_origin for t in targets]),
+        current=_stack([t.current for t in targets]),
+        baselines={
+            n: OccupancyForecast(
+                observed=_stack([t.baselines[n].observed for t in targets]),
+                occluded=_stack([t.baselines[n].occluded for t in targets]),
+                flow=_stack([t.baselines[n].flow for t in targets]),
+            )
+            for n in names
+        },
+    )
+
+
+def _map_targets(t: OccupancyTargets, fn) -> OccupancyTargets:
+    """The batched targets with ``fn`` applied to every tensor."""
+    return OccupancyTargets(
+        waypoint_times=fn(t.waypoint_times),
+        observed=fn(t.observed),
+        occluded=fn(t.occluded),
+        flow=fn(t.flow),
+        flow_origin=fn(t.flow_origin),
+        current=fn(t.current),
+        baselines={
+            n: OccupancyForecast(observed=fn(f.observed), occluded=fn(f.occluded), flow=fn(f.flow))
+            for n, f in t.baselines.items()
+        },
     )

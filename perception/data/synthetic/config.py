@@ -82,6 +82,9 @@ class SyntheticConfig:
     """An object needs this many lidar points to be labelled."""
     max_truncation: float = 0.9
     """Objects more truncated than this (or behind the camera) are not labelled."""
+    label_all_around: bool = False
+    """Label objects all around the sensor, not only in the camera's view (occupancy data); those
+    outside the image get an empty 2D box and no KITTI difficulty."""
     label_max_distance: float = 80.0
     """Objects farther than this are DontCare, not labelled."""
     occlusion_thresholds: tuple[float, float] = (0.15, 0.5)

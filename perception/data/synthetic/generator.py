@@ -300,6 +300,10 @@ def generate_frame(
     visible = (
         in_front & (trunc < config.max_truncation) & (bbox[:, 2] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 1])
     )
+    if config.label_all_around:
+        bbox = np.where(visible[:, None], bbox, 0.0)
+        trunc = np.where(visible, trunc, 1.0)
+        visible = np.ones(n_obj, bool)
     labelled = visible & (npts >= config.min_points) & (dist <= config.label_max_distance)
     dontcare = visible & (npts >= 1) & ~labelled if config.dontcare else np.zeros(n_obj, bool)
     lab = np.flatnonzero(labelled)
