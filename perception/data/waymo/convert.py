@@ -32,6 +32,7 @@ from perception.data.waymo import protos as wpb
 from perception.data.waymo.converted import (
     FORMAT,
     FRAME_ARRAYS,
+    OPTIONAL_ARRAYS,
     SEGMENT_INDEX,
     VERSION,
     frame_arrays,
@@ -65,7 +66,8 @@ def _frame_summary(path: Path) -> tuple[int, list[str]] | None:
                 shape = read_header(f)[0]
             with archive.open("names.npy") as f:
                 names = np.lib.format.read_array(f, allow_pickle=False)
-            if not {f"{name}.npy" for name in FRAME_ARRAYS} <= set(archive.namelist()):
+            required = set(FRAME_ARRAYS) - OPTIONAL_ARRAYS  # files from before `speeds` are kept
+            if not {f"{name}.npy" for name in required} <= set(archive.namelist()):
                 return None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
         return None

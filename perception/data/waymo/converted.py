@@ -15,7 +15,10 @@ elongation, nlz, return, lidar; all five lidars and both returns by default); ``
 float32 ``[x, y, z, l, w, h, heading]``; ``types`` (M,) int8 Label.Type; ``names`` (M,) str;
 ``ids`` (M,) str; ``num_lidar_points`` (M,) int32; ``difficulty`` (M,) int8 (1 LEVEL_1, 2 LEVEL_2,
 as the official metric decides it); ``pose`` (4, 4) float64 vehicle → world (NaN where the frame
-has none). Written to a temporary name, then renamed: a file that exists is complete.
+has none); ``speeds`` (M, 2) float32 the labels' ``speed_x, speed_y`` (m/s, vehicle frame; NaN where
+a label has no metadata). ``speeds`` is optional (:data:`OPTIONAL_ARRAYS`): files converted before
+it was added lack it and stay readable. Written to a temporary name, then renamed: a file that
+exists is complete.
 
 **Segment index** (``index.json``): ``format``, ``version``, ``context_name``, ``split``,
 ``source`` (the TFRecord file, or the v2 root and segment), ``source_name`` and ``source_bytes``
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,7 @@ from perception.data.waymo.frame import POINT_COLUMNS, WaymoFrame
 __all__ = [
     "FORMAT",
     "FRAME_ARRAYS",
+    "OPTIONAL_ARRAYS",
     "SEGMENT_INDEX",
     "SOURCE_FOLDERS",
     "VERSION",
@@ -73,8 +78,12 @@ FRAME_ARRAYS: dict[str, str] = {
     "num_lidar_points": "int32",
     "difficulty": "int8",
     "pose": "float64",
+    "speeds": "float32",
 }
 """The arrays of a frame file and their dtypes."""
+
+OPTIONAL_ARRAYS: frozenset[str] = frozenset({"speeds"})
+"""Arrays of :data:`FRAME_ARRAYS` that files converted by an earlier version may lack."""
 
 SOURCE_FOLDERS: dict[str, str] = {"train": "training", "val": "validation", "test": "testing"}
 """Split name → the folder of the Waymo release it is converted from."""
@@ -151,16 +160,31 @@ def frame_arrays(frame: WaymoFrame) -> dict[str, NDArray]:
         "num_lidar_points": np.asarray(frame.num_lidar_points, dtype=np.int32).reshape(m),
         "difficulty": np.asarray(frame.difficulty, dtype=np.int8).reshape(m),
         "pose": _NO_POSE.copy() if frame.pose is None else np.asarray(frame.pose, dtype=np.float64),
+        "speeds": np.asarray(frame.speed, dtype=np.float32).reshape(m, 3)[:, :2].copy(),
     }
 
 
-def load_frame_arrays(path: str | os.PathLike) -> dict[str, NDArray]:
-    """The arrays of a frame file (:data:`FRAME_ARRAYS`), loaded without pickle."""
+def load_frame_arrays(path: str | os.PathLike, arrays: Iterable[str] | None = None) -> dict[str, NDArray]:
+    """The arrays of a frame file (:data:`FRAME_ARRAYS`), loaded without pickle.
+
+    Args:
+        arrays: the names to load (default: all); the others are not read (a labels-only read
+            skips ``points``). An optional array (:data:`OPTIONAL_ARRAYS`) the file lacks is left
+            out of the result.
+    """
+    names = list(FRAME_ARRAYS) if arrays is None else list(arrays)
+    unknown = sorted(set(names) - set(FRAME_ARRAYS))
+    if unknown:
+        raise ValueError(f"unknown frame arrays {unknown}; a frame file holds {list(FRAME_ARRAYS)}")
     with np.load(path, allow_pickle=False) as npz:
-        missing = set(FRAME_ARRAYS) - set(npz.files)
+        missing = set(FRAME_ARRAYS) - OPTIONAL_ARRAYS - set(npz.files)
         if missing:
             raise ValueError(f"{path}: not a converted Waymo frame (missing arrays {sorted(missing)})")
-        return {name: npz[name] for name in FRAME_ARRAYS}
+        out = {name: npz[name] for name in names if name in npz.files}
+    broken = sorted(name for name, value in out.items() if not isinstance(value, np.ndarray))
+    if broken:  # np.load hands back the raw bytes of a member that is no .npy array
+        raise ValueError(f"{path}: corrupt frame file ({', '.join(broken)} not a .npy array)")
+    return out
 
 
 def read_segment_index(folder: str | os.PathLike) -> dict | None:
