@@ -22,6 +22,9 @@ predict through :class:`Predictor`, so a checkpoint means the same thing everywh
    (:class:`~perception.structures.Detections`, or per scan (N,) training ids) to prediction-writer
    callbacks or back to the caller. Loading never generates data: a segmentation data module's
    ``generate`` is turned off.
+4. **Occupancy.** :func:`occupancy_samples` takes samples of an occupancy config's validation split by
+   index (stacked sweeps and true grids with the label baselines) and :func:`predict_occupancy`
+   forecasts them with the loaded task (for ``tools/visualize.py --sample``).
 
 Errors a user can fix (no config, a checkpoint that is not one, one for another model) raise
 :class:`InferenceError` with a one-line message.
@@ -46,7 +49,8 @@ from lightning.pytorch.callbacks import Callback
 
 from perception.cli import CONFIG_DIR, DetectionCLI, TaskCLI
 from perception.data.datamodules import DetectionDataModule
-from perception.structures import Detections
+from perception.structures import Detections, Sample
+from perception.structures.occupancy import OccupancyForecast
 from perception.structures.segmentation import label_map as resolve_label_map
 from perception.tasks.detection import DetectionTask
 from perception.tasks.segmentation import SegmentationTask
@@ -59,6 +63,8 @@ __all__ = [
     "config_kind",
     "find_config",
     "load_task",
+    "occupancy_samples",
+    "predict_occupancy",
     "read_checkpoint",
     "read_config",
 ]
@@ -129,12 +135,25 @@ def _import_class(class_path: str, config: Path) -> type:
 
 def config_kind(config: Path) -> str:
     """The task a config trains: ``segmentation`` (its ``model.class_path`` a
-    :class:`~perception.tasks.segmentation.SegmentationTask`) or ``detection``; known before anything
-    is built."""
+    :class:`~perception.tasks.segmentation.SegmentationTask`), ``occupancy`` (an
+    :class:`~perception.tasks.occupancy.OccupancyTask`) or ``detection``; known before anything is built."""
     class_path = _named_class(read_config(config).get("model"))
-    if class_path is not None and issubclass(_import_class(class_path, config), SegmentationTask):
-        return "segmentation"
+    if class_path is not None:
+        task_class = _import_class(class_path, config)
+        if issubclass(task_class, SegmentationTask):
+            return "segmentation"
+        if _is_occupancy_task(task_class):
+            return "occupancy"
     return "detection"
+
+
+def _is_occupancy_task(task_class: type) -> bool:
+    """Whether a class is (a subclass of) :class:`~perception.tasks.occupancy.OccupancyTask`, known by
+    name so that other tasks never import the occupancy stack."""
+    return any(
+        c.__module__ == "perception.tasks.occupancy" and c.__name__ == "OccupancyTask"
+        for c in task_class.__mro__
+    )
 
 
 def config_dataset(config: Path) -> str:
@@ -195,8 +214,11 @@ class LoadedTask:
 
     @property
     def kind(self) -> str:
-        """``segmentation`` for a :class:`~perception.tasks.segmentation.SegmentationTask`, else ``detection``."""
-        return "segmentation" if isinstance(self.task, SegmentationTask) else "detection"
+        """``segmentation`` for a :class:`~perception.tasks.segmentation.SegmentationTask`, ``occupancy``
+        for an :class:`~perception.tasks.occupancy.OccupancyTask`, else ``detection``."""
+        if isinstance(self.task, SegmentationTask):
+            return "segmentation"
+        return "occupancy" if _is_occupancy_task(type(self.task)) else "detection"
 
     @property
     def dataset(self) -> str:
@@ -432,3 +454,55 @@ class Predictor:
     def frames(self) -> Any:
         """The dataset of the last :meth:`run` (its samples as the model saw them)."""
         return self.loaded.datamodule.predict_set
+
+
+# ------------------------------------------------------------------------------------------------------
+# occupancy
+
+
+def occupancy_samples(loaded: LoadedTask, indices: Sequence[int]) -> list[Sample]:
+    """Validation samples ``indices`` of an occupancy config's data module (its validation split and
+    stride, as validation sees them): ``points`` (N, 5) the stacked sweeps in the current sensor frame,
+    ``occupancy`` the true grids and the label baselines (NumPy). Nothing is generated.
+
+    Raises:
+        InferenceError: not an occupancy config, no sequence data at the data root, or an index
+            outside the split.
+    """
+    from perception.data.sequences import SequenceError
+
+    if loaded.kind != "occupancy":
+        raise InferenceError(f"{loaded.config} is a {loaded.kind} config, not an occupancy one")
+    datamodule = loaded.datamodule
+    try:
+        datamodule.setup("validate")
+    except SequenceError as err:
+        raise InferenceError(str(err)) from err
+    dataset = datamodule.val_set
+    outside = [int(i) for i in indices if not 0 <= int(i) < len(dataset)]
+    if outside:
+        has = f"{len(dataset)} samples (0..{len(dataset) - 1})" if len(dataset) else "no samples"
+        raise InferenceError(
+            f"sample(s) {outside} outside the validation split of {datamodule.root}, which has {has}"
+        )
+    return [dataset[int(i)] for i in indices]
+
+
+def predict_occupancy(loaded: LoadedTask, samples: Sequence[Sample]) -> list[OccupancyForecast]:
+    """The loaded occupancy task's forecast of each sample, through its trainer (precision, device)
+    and ``predict_step``: NumPy float32 probabilities ``observed`` / ``occluded`` (T, A, H, W) and
+    ``flow`` (T, H, W, 2), no batch axis."""
+    from torch.utils.data import DataLoader
+
+    from perception.structures import collate
+
+    loader = DataLoader(list(samples), batch_size=1, collate_fn=collate)
+    outputs = loaded.trainer.predict(loaded.task, dataloaders=loader) or []
+
+    def numpy(value: torch.Tensor) -> Any:
+        return value[0].detach().float().cpu().numpy()
+
+    return [
+        OccupancyForecast(observed=numpy(f.observed), occluded=numpy(f.occluded), flow=numpy(f.flow))
+        for f in outputs
+    ]

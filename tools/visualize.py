@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Look at frames of a KITTI-layout dataset (real KITTI or synthetic), of converted Waymo data, or
-scans of a SemanticKITTI-layout root, with labels and predictions.
+scans of a SemanticKITTI-layout root, with labels and predictions; or draw occupancy forecasts.
 
     python tools/visualize.py --data-root DIR --frame ID [ID ...] [--split SPLIT]
         [--dataset auto|kitti|waymo|semantickitti]
@@ -10,6 +10,8 @@ scans of a SemanticKITTI-layout root, with labels and predictions.
     python tools/visualize.py --data-root DIR (--sequence 08 [--scan 000000 ...] | --frames 08/000000 ...)
         [--color-by label|prediction|error|height|intensity] [--label-map NAME|FILE.yaml]
         [--predictions DIR | --ckpt PATH [--config NAME.yaml]] [--save OUT.png [--bev]] [--view ...]
+    python tools/visualize.py --config OCCUPANCY.yaml [--ckpt PATH] --sample I [I ...] --out DIR
+        [--data-root DIR] [--fps F]
 
 **KITTI layout** (``ROOT/{split}/velodyne``; ``--split`` default ``training``):
 
@@ -75,6 +77,21 @@ skips the guess).
   is not the scan's point count, a missing prediction file, a missing label file where the colouring
   needs ground truth, raw ids the class map does not know.
 
+**Occupancy forecasts** (``--sample``; an occupancy config such as ``p2p_occupancy_synthetic.yaml``,
+or the checkpoint of one with its run's ``config.yaml``):
+
+- **Samples** are validation samples of the config's data module, by index (its validation split and
+  stride, as validation sees them), read from the config's data root or ``--data-root``; nothing is
+  generated (a training run of the config generates the synthetic sequences).
+- **Forecasts**: with ``--ckpt`` the checkpoint's (:func:`perception.inference.predict_occupancy`);
+  without, only the label baselines the samples carry (``copy_forward``, ``constant_velocity``).
+- **Files** (:func:`perception.viz.occupancy.save_occupancy`): ``DIR/occupancy_I.gif``, one frame
+  per waypoint (``--fps``, default 2): the true grid beside the model's forecast, or beside both
+  baselines without a checkpoint; ``DIR/occupancy_I_strip.png``, one column per waypoint, rows truth,
+  model, baselines. Ego heading up; observed vehicles, pedestrians, cyclists and occluded agents in
+  their colours (forecasts: colour strength is the probability), vehicle flow as arrows, the current
+  sweep faint behind.
+
 **Output** (all layouts):
 
 - ``--save OUT.png`` renders headless with Open3D (EGL, no display needed); several frames give
@@ -136,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data-root",
-        required=True,
         type=Path,
-        help="KITTI-layout, converted Waymo or SemanticKITTI-layout root",
+        help="KITTI-layout, converted Waymo or SemanticKITTI-layout root (required but with --sample, "
+        "where it replaces the occupancy config's data root)",
     )
     p.add_argument(
         "--frame",
@@ -198,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bev", action="store_true", help="with --save: the matplotlib bird's-eye PNG")
     p.add_argument("--score-threshold", type=float, default=0.0, help="hide predictions below it")
+    p.add_argument(
+        "--sample",
+        nargs="+",
+        type=int,
+        help="occupancy: validation sample index(es) of the config's data module (writes to --out)",
+    )
+    p.add_argument("--out", type=Path, help="occupancy: folder of occupancy_I.gif and occupancy_I_strip.png")
+    p.add_argument("--fps", type=float, default=2.0, help="occupancy: GIF frames (waypoints) a second")
     p.add_argument("--width", type=int, default=1280, help="image width, pixels (default 1280)")
     p.add_argument("--height", type=int, default=960, help="image height, pixels (default 960)")
     return p
@@ -814,6 +839,66 @@ def run_semantickitti(args: argparse.Namespace) -> None:
         raise VisualizeError(f"{err}. Use --save OUT.png to render to a file instead.") from err
 
 
+# ---------------------------------------------------------------------------------------- occupancy
+
+
+def run_occupancy(args: argparse.Namespace) -> None:
+    """Write the GIF and the strip of each ``--sample`` (see the module docstring)."""
+    from perception.inference import (
+        InferenceError,
+        config_kind,
+        find_config,
+        load_task,
+        occupancy_samples,
+        predict_occupancy,
+        read_config,
+    )
+    from perception.viz.occupancy import save_occupancy
+
+    for option, value in (
+        ("--frame", args.frame), ("--sequence", args.sequence), ("--scan", args.scan),
+        ("--label-map", args.label_map), ("--split", args.split), ("--predictions", args.predictions),
+        ("--save", args.save), ("--view", args.view), ("--pose", args.pose), ("--color", args.color),
+    ):  # fmt: skip
+        if value is not None:
+            raise VisualizeError(
+                f"{option} is not for occupancy samples (--sample writes GIFs and PNGs to --out)"
+            )
+    if args.bev or args.dataset != "auto":
+        raise VisualizeError("--bev and --dataset are not for occupancy samples (--sample)")
+    if args.out is None:
+        raise VisualizeError("--sample writes files: give --out DIR")
+    if args.ckpt is None and args.config is None:
+        raise VisualizeError(
+            "--sample needs an occupancy config (--config p2p_occupancy_synthetic.yaml) or --ckpt"
+        )
+    if args.fps <= 0:
+        raise VisualizeError(f"--fps must be positive, got {args.fps}")
+    try:
+        config = find_config(args.ckpt, args.config)
+        kind = config_kind(config)
+        if kind != "occupancy":
+            raise VisualizeError(f"{config} is a {kind} config; --sample needs an occupancy one")
+        data = read_config(config).get("data") or {}
+        root = args.data_root or (data.get("init_args") or {}).get("root")
+        if root is not None and not Path(root).exists():
+            raise VisualizeError(
+                f"{root}: no occupancy data there (a training run generates the synthetic sequences: "
+                f"python tools/train.py --config {config}; or give --data-root DIR)"
+            )
+        loaded = load_task(args.ckpt, config, data_root=args.data_root, num_workers=0)
+        samples = occupancy_samples(loaded, args.sample)
+        forecasts = predict_occupancy(loaded, samples) if args.ckpt is not None else [None] * len(samples)
+    except InferenceError as err:
+        raise VisualizeError(str(err)) from err
+    grid = loaded.datamodule.grid
+    for index, sample, forecast in zip(args.sample, samples, forecasts, strict=True):
+        gif, strip = save_occupancy(
+            args.out, f"occupancy_{index}", sample.occupancy, forecast, grid, sample.points, fps=args.fps
+        )
+        print(f"visualize: occupancy sample {index} ({sample.frame_id}) → {gif}, {strip}")
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -873,6 +958,15 @@ def save(args: argparse.Namespace, load: Callable[[int], Scene], frame_ids: list
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.sample is not None:
+        run_occupancy(args)
+        return
+    if args.out is not None:
+        raise VisualizeError(
+            "--out is for occupancy samples (--sample); frames and scans take --save OUT.png"
+        )
+    if args.data_root is None:
+        raise VisualizeError("give --data-root DIR (or --sample I with an occupancy --config for forecasts)")
     if args.bev and args.save is None:
         raise VisualizeError("--bev writes a PNG: give --save OUT.png")
     if args.dataset == "semantickitti" or (args.dataset == "auto" and is_semantickitti_root(args.data_root)):

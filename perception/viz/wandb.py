@@ -1,4 +1,4 @@
-"""Weights & Biases logging of detection and segmentation runs: 3D scenes, bird's-eye images, metrics.
+"""Weights & Biases logging of detection, segmentation and occupancy runs: scenes, images, metrics.
 
 - :class:`WandbDetectionLogger`, a Lightning callback: on every N-th validation batch it logs the
   batch's first sample as a ``wandb.Object3D`` (type ``lidar/beta``: subsampled points in their scene
@@ -16,6 +16,11 @@
   ``IoU/<class>``, ``mIoU``). It does nothing unless the module is a
   :class:`~perception.tasks.segmentation.SegmentationTask` and a ``WandbLogger`` is configured, so a
   CLI can add it to every task.
+- :class:`WandbOccupancyLogger`, for occupancy forecasting: on every N-th validation batch the first
+  sample's BEV strip (truth, model and baselines at every waypoint) as a ``wandb.Image`` and its
+  forecast animated over the waypoints as a GIF ``wandb.Video``; after each validation the metrics
+  table. Idle unless the module is an :class:`~perception.tasks.occupancy.OccupancyTask` and a
+  ``WandbLogger`` is configured.
 - :func:`wandb_logger`: a ``WandbLogger`` that runs offline (``WANDB_MODE=offline``: files under
   ``WANDB_DIR``, to ``wandb sync`` later) where no API key is configured, so a run never waits on
   the network for a login.
@@ -31,6 +36,8 @@ In a config::
           init_args: {every_n_val_steps: 50, max_scenes: 4}
         - class_path: perception.viz.wandb.WandbSegmentationLogger
           init_args: {every_n_val_steps: 25, max_scenes: 4}
+        - class_path: perception.viz.wandb.WandbOccupancyLogger
+          init_args: {every_n_val_steps: 25, max_scenes: 2}
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from perception.viz.scene import GT_COLOUR, PRED_COLOUR, Scene, _numpy
 __all__ = [
     "AutoWandbLogger",
     "WandbDetectionLogger",
+    "WandbOccupancyLogger",
     "WandbSegmentationLogger",
     "object3d_payload",
     "segmentation_points",
@@ -471,6 +479,179 @@ class WandbSegmentationLogger(_ValidationLogger):
                 plt.close(figure)
         payload["trainer/global_step"] = step
         logger.experiment.log(payload)
+
+
+# ------------------------------------------------------------------------------------------------------
+# occupancy
+
+
+def _metric_rows(metrics: Mapping[str, float]) -> list[list[Any]]:
+    """``[metric, value]`` rows of a task's ``last_metrics`` in their order (None where NaN)."""
+    rows = []
+    for key, value in metrics.items():
+        number = float(value)
+        rows.append([key, None if math.isnan(number) else number])
+    return rows
+
+
+class WandbOccupancyLogger(_ValidationLogger):
+    """Logs validation forecasts of an occupancy task to W&B: a BEV strip and an animation per sample.
+
+    Active only where the module is a :class:`~perception.tasks.occupancy.OccupancyTask` and one of
+    the trainer's loggers is a ``WandbLogger`` (on global rank 0); otherwise every hook returns at
+    once. Nothing is logged during the sanity check; a failure to log is a warning, never an error.
+
+    On the validation batches whose index is a multiple of ``every_n_val_steps`` (at most
+    ``max_scenes`` an epoch) the batch's first sample is drawn (:mod:`perception.viz.occupancy`) from
+    its targets and what ``validation_step`` returned (the forecast's probabilities; the model is not
+    run again), on the model's grid (``pl_module.model.grid``, else the data module's):
+    ``PREFIX/occupancy_strip``, a ``wandb.Image`` of :func:`~perception.viz.occupancy.bev_strip`
+    (rows truth, model, the label baselines; one column per waypoint), and
+    ``PREFIX/occupancy_forecast``, a ``wandb.Video`` of the GIF over the waypoints (truth beside the
+    model). The current sweep (at most ``max_points`` points, a uniform subsample) is drawn faintly
+    behind the grids. After each validation ``PREFIX/occupancy_metrics`` is a ``wandb.Table`` of
+    ``[metric, value]`` from ``pl_module.last_metrics`` (the model's and the baselines' metrics).
+
+    Args:
+        every_n_val_steps: log the batches whose index in the validation epoch is a multiple of it.
+        max_points: points of the current sweep drawn behind the grids.
+        max_scenes: at most this many samples per validation epoch.
+        log_bev: log the strip image.
+        log_video: log the GIF.
+        log_metrics: log the metrics table after each validation.
+        fps: frames (waypoints) per second of the GIF.
+        panel_width: pixels of one grid panel.
+        prefix: key prefix.
+    """
+
+    def __init__(
+        self,
+        every_n_val_steps: int = 25,
+        max_points: int = 20_000,
+        max_scenes: int = 2,
+        log_bev: bool = True,
+        log_video: bool = True,
+        log_metrics: bool = True,
+        fps: float = 2.0,
+        panel_width: int = 192,
+        prefix: str = "val",
+    ) -> None:
+        super().__init__(every_n_val_steps, max_points, max_scenes, log_bev, log_metrics, prefix)
+        if fps <= 0 or panel_width < 16:
+            raise ValueError(f"need fps > 0 and panel_width >= 16, got {fps}, {panel_width}")
+        self.log_video = log_video
+        self.fps = fps
+        self.panel_width = panel_width
+
+    @staticmethod
+    def active_logger(trainer: L.Trainer, pl_module: Any) -> WandbLogger | None:
+        """The ``WandbLogger`` to log to, or None: no W&B logger, not rank 0, or not an occupancy task."""
+        logger = wandb_logger_of(trainer)
+        if logger is None:
+            return None
+        from perception.tasks.occupancy import OccupancyTask
+
+        return logger if isinstance(pl_module, OccupancyTask) else None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._logged = 0
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or batch_idx % self.every_n_val_steps or self._logged >= self.max_scenes:
+            return
+        if not (self.log_bev or self.log_video):
+            return
+        logger = self.active_logger(trainer, pl_module)
+        if logger is None:
+            return
+        try:
+            grid = self.grid_of(trainer, pl_module)
+            logger.experiment.log(
+                {**self.payload(batch, outputs, grid), "trainer/global_step": trainer.global_step}
+            )
+        except Exception as err:  # logging must never stop training
+            log.warning("WandbOccupancyLogger: could not log batch %d: %r", batch_idx, err)
+            return
+        self._logged += 1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the module's on_validation_epoch_end, so ``last_metrics`` is this validation's.
+        if trainer.sanity_checking or not self.log_metrics:
+            return
+        logger = self.active_logger(trainer, pl_module)
+        metrics = getattr(pl_module, "last_metrics", None)
+        if logger is None or not metrics:
+            return
+        try:
+            import wandb
+
+            table = wandb.Table(columns=["metric", "value"], data=_metric_rows(metrics))
+            logger.experiment.log(
+                {f"{self.prefix}/occupancy_metrics": table, "trainer/global_step": trainer.global_step}
+            )
+        except Exception as err:
+            log.warning("WandbOccupancyLogger: could not log the metrics table: %r", err)
+
+    @staticmethod
+    def grid_of(trainer: Any, pl_module: Any) -> Any:
+        """The forecaster's :class:`~perception.structures.occupancy.OccupancyGrid` (``pl_module.model.grid``),
+        else the data module's (``trainer.datamodule.grid``)."""
+        from perception.structures.occupancy import OccupancyGrid
+
+        for owner in (getattr(pl_module, "model", None), getattr(trainer, "datamodule", None)):
+            grid = getattr(owner, "grid", None)
+            if isinstance(grid, OccupancyGrid):
+                return grid
+        raise ValueError("neither the forecaster nor the data module has an OccupancyGrid `grid`")
+
+    def payload(self, batch: Any, outputs: Any, grid: Any, index: int = 0) -> dict[str, Any]:
+        """The ``wandb.Image`` strip and ``wandb.Video`` GIF (as asked) of sample ``index`` of a validation
+        batch with its forecast (an :class:`~perception.structures.occupancy.OccupancyForecast` of
+        probabilities with a leading batch axis)."""
+        import io
+
+        import wandb
+
+        from perception.structures.occupancy import OccupancyForecast
+        from perception.viz.occupancy import (
+            bev_strip,
+            forecast_frames,
+            gif_bytes,
+            sample_forecast,
+            sample_points,
+            sample_targets,
+        )
+
+        if not isinstance(outputs, OccupancyForecast):
+            raise ValueError(f"validation_step returned {type(outputs).__name__}, not an OccupancyForecast")
+        if batch.occupancy is None:
+            raise ValueError("the batch has no occupancy targets")
+        targets = sample_targets(batch.occupancy, index)
+        forecast = sample_forecast(outputs, index)
+        points = sample_points(batch.points, batch.batch_index, index)
+        if points.shape[1] >= 5:
+            points = points[np.abs(points[:, 4]) < 1e-3]  # the current sweep
+        if len(points) > self.max_points:
+            rng = np.random.default_rng(len(points))
+            points = points[np.sort(rng.choice(len(points), self.max_points, replace=False))]
+        frame_id = str(batch.frame_ids[index])
+        payload: dict[str, Any] = {}
+        if self.log_bev:
+            strip = bev_strip(targets, forecast, grid, points, baselines=True, panel_width=self.panel_width)
+            payload[f"{self.prefix}/occupancy_strip"] = wandb.Image(strip, caption=frame_id)
+        if self.log_video:
+            frames = forecast_frames(targets, forecast, grid, points, panel_width=self.panel_width)
+            gif = io.BytesIO(gif_bytes(frames, self.fps))
+            payload[f"{self.prefix}/occupancy_forecast"] = wandb.Video(gif, caption=frame_id, format="gif")
+        return payload
 
 
 def _figure_array(figure: Any) -> NDArray[np.uint8]:
