@@ -23,7 +23,7 @@ from perception.data.semantickitti import SemanticKittiFormatError
 from perception.data.waymo import WaymoFormatError
 from perception.structures.segmentation import UnknownLabelError
 from perception.tasks.detection import DetectionTask
-from perception.viz.wandb import WandbDetectionLogger, WandbSegmentationLogger
+from perception.viz.wandb import WandbDetectionLogger, WandbOccupancyLogger, WandbSegmentationLogger
 
 __all__ = [
     "CONFIG_DIR",
@@ -150,7 +150,9 @@ class TaskCLI(LightningCLI):
     (overrides then read ``--model.init_args.lr 1e-3``). Same defaults as :class:`DetectionCLI` (CSV
     logger under ``outputs/<task>``, last and best checkpoints by the validation loss, the learning
     rate logged) and :class:`~perception.viz.wandb.WandbSegmentationLogger` (validation point clouds
-    and the IoU table of a segmentation task; idle for other tasks and without a W&B logger). After
+    and the IoU table of a segmentation task) and :class:`~perception.viz.wandb.WandbOccupancyLogger`
+    (BEV strips and GIFs of an occupancy task's forecasts), each idle for other tasks and without a
+    W&B logger. After
     instantiation, values both sections name must agree (the class map).
     """
 
@@ -158,7 +160,8 @@ class TaskCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # the segmentation logger idles unless the model is a SegmentationTask (and W&B is configured)
         segmentation = WandbSegmentationLogger(every_n_val_steps=25, max_scenes=4)
-        kwargs.setdefault("trainer_defaults", _trainer_defaults("task", [segmentation]))
+        occupancy = WandbOccupancyLogger(every_n_val_steps=25, max_scenes=2)  # idles unless an OccupancyTask
+        kwargs.setdefault("trainer_defaults", _trainer_defaults("task", [segmentation, occupancy]))
         super().__init__(
             L.LightningModule,
             L.LightningDataModule,
