@@ -153,7 +153,7 @@ class TaskCLI(LightningCLI):
     and the IoU table of a segmentation task) and :class:`~perception.viz.wandb.WandbOccupancyLogger`
     (BEV strips and GIFs of an occupancy task's forecasts), each idle for other tasks and without a
     W&B logger. After
-    instantiation, values both sections name must agree (the class map).
+    instantiation, values both sections name must agree (the class map, the occupancy grid).
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -179,6 +179,13 @@ class TaskCLI(LightningCLI):
             raise ConfigError(
                 f"model.init_args.label_map ({task_map.name}) and data.init_args.label_map "
                 f"({data_map.name}) differ: the classifier would be trained on the wrong classes"
+            )
+        model_grid = getattr(getattr(self.model, "model", None), "grid", None)
+        data_grid = getattr(self.datamodule, "grid", None)
+        if model_grid is not None and data_grid is not None and model_grid != data_grid:
+            raise ConfigError(
+                f"model.init_args.model.init_args.grid ({model_grid}) and data.init_args.grid ({data_grid}) "
+                "differ: the forecaster would predict on another grid than its targets'"
             )
 
     def add_arguments_to_parser(self, parser) -> None:
