@@ -14,6 +14,7 @@
     python tools/benchmark.py waymo_convert       # Waymo v1 TFRecord → npz conversion, frames/s per core
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
     python tools/benchmark.py segmentation        # Point2Point vs the sparse-conv U-Net: forward ms, training samples/s
+    python tools/benchmark.py occupancy_metric    # Waymo occupancy-flow metrics, 1,000 × 8 × 256² vs a NumPy peer
     python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
                                                   # detector inference, s/frame on the real KITTI scans
     python tools/benchmark.py all [--json OUT]
@@ -64,6 +65,12 @@ def bench_hilbert(hilbertsfc: Path | None = None) -> list[dict]:
 
 def bench_segmentation() -> list[dict]:
     from benchmarks.segmentation import bench_segmentation as run
+
+    return run()
+
+
+def bench_occupancy_metric() -> list[dict]:
+    from benchmarks.occupancy_metric import bench_occupancy_metric as run
 
     return run()
 
@@ -133,6 +140,10 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "segmentation": (
         "segmentation backbones, KITTI 000000 (115 k points), 2 threads (median of 5)",
         lambda a: bench_segmentation(),
+    ),
+    "occupancy_metric": (
+        "occupancy-flow metrics, 1,000 samples × 8 waypoints × 256², 2 threads (peer extrapolated from 2 samples)",
+        lambda a: bench_occupancy_metric(),
     ),
     "detector": ("detector inference on the real KITTI scans, batch 1 (median of 5)", bench_detector),
 }
