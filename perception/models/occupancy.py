@@ -129,6 +129,7 @@ class Point2PointOccupancyNet(nn.Module):
     ) -> None:
         super().__init__()
         self.grid = grid
+        self.num_waypoints = int(num_waypoints)
         self.z_range = tuple(float(z) for z in z_range)
         self.backbone = backbone or Point2PointBackbone(
             in_channels,
@@ -183,6 +184,7 @@ class PillarOccupancyNet(nn.Module):
     ) -> None:
         super().__init__()
         self.grid = grid
+        self.num_waypoints = int(num_waypoints)
         c = grid.cell_size
         x0, x1, y0, y1 = grid.extent()
         self.encoder = PointNetEncoder(
