@@ -140,6 +140,9 @@ DATA_MODULES = (
     "perception.data.synthetic",
     "perception.data.semantickitti",
     "perception.data.segmentation",
+    "perception.data.sequences",
+    "perception.data.occupancy",
+    "perception.data.occupancy_targets",
 )
 
 # (id, modules imported in turn in one fresh interpreter, the rule each loaded module must meet)
@@ -157,6 +160,7 @@ CASES = [
             "perception.models",
             "perception.models.backbones.point2point",
             "perception.models.backbones.sparse_unet",
+            "perception.models.occupancy",
         ),
         only("perception.models", "perception.ops", "perception.geometry", "perception.structures"),
     ),
@@ -170,12 +174,18 @@ CASES = [
             "perception.eval.detection",
             "perception.eval.base",
             "perception.eval.segmentation",
+            "perception.eval.occupancy",
         ),
         eval_reads_formats,
     ),
     (
         "perception.tasks",
-        ("perception.tasks.segmentation", "perception.tasks.detection", "perception.tasks.writers"),
+        (
+            "perception.tasks.segmentation",
+            "perception.tasks.detection",
+            "perception.tasks.occupancy",
+            "perception.tasks.writers",
+        ),
         tasks_compose,
     ),
 ]

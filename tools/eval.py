@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint: KITTI result files and AP, a Waymo submission file and mAP/mAPH, or
-SemanticKITTI prediction files and mIoU.
+"""Evaluate a checkpoint: KITTI result files and AP, a Waymo submission file and mAP/mAPH,
+SemanticKITTI prediction files and mIoU, or occupancy grids and the Waymo occupancy-flow metrics.
 
     python tools/eval.py --ckpt PATH --data-root DIR [--config NAME.yaml] [--split val]
         [--split-folder training] [--frames ID ...] [--sequences NN ...] [--out DIR] [--batch-size N]
@@ -40,6 +40,15 @@ numbers ``python -m perception.eval.segmentation ROOT OUT --label-map MAP`` give
 table and written atomically to ``OUT/metrics.json`` (``{"mIoU", "IoU": {class: ..}, "accuracy"}``
 in percent); SemanticKITTI's unlabelled test sequences give predictions only. ``--frames`` and
 ``--split-folder`` are detection's; ``--sequences`` is segmentation's.
+
+**Occupancy** (a config whose ``model.class_path`` is an
+:class:`~perception.tasks.occupancy.OccupancyTask`; ``--data-root`` a sequence root: synthetic,
+KITTI tracking or converted Waymo): the data module's validation samples are forecast and scored by
+the Waymo occupancy-flow metrics beside the copy-forward and constant-velocity baselines; the
+per-waypoint table is printed and written with every result to ``OUT/metrics.json``, and the vehicle
+grids go to ``OUT/{targets,predictions,baseline_<name>}.npz``
+(:class:`~perception.tasks.writers.OccupancyGridWriter`), which ``python -m
+perception.eval.occupancy OUT/targets.npz OUT/predictions.npz`` scores to the same numbers.
 
 ``OUT`` defaults to ``RUN/eval/<split>`` (``RUN/eval/sequences_08_09`` with ``--sequences``) for a
 checkpoint ``RUN/checkpoints/NAME.ckpt``. Exit status 0 on success, 2 on a usage or data error (a
@@ -248,6 +257,63 @@ def run_segmentation(args: argparse.Namespace, predictor, out: Path) -> dict | N
     return results
 
 
+def run_occupancy(args: argparse.Namespace, loaded, out: Path) -> dict:
+    """Sequence data: the validation samples' forecasts, scored beside the baselines; the grids as ``.npz``."""
+    from perception.data.io import atomic_write_text
+    from perception.eval.occupancy import format_comparison
+    from perception.tasks.writers import OccupancyGridWriter
+
+    if args.frames or args.sequences:
+        raise EvalError(
+            "occupancy evaluates the data module's validation samples: --frames and --sequences do not apply"
+        )
+    (out / "metrics.json").unlink(missing_ok=True)
+    loaded.trainer.callbacks.append(OccupancyGridWriter(str(out)))
+    loaded.trainer.validate(loaded.task, datamodule=loaded.datamodule, verbose=False)
+    results = dict(loaded.task.last_metrics)
+    times = list(getattr(loaded.datamodule.hparams, "waypoint_times", [])) or None
+    print(format_comparison(results, waypoint_times=times))
+    if times:
+        motion = _motion_errors(out, times, loaded.datamodule.grid.cell_size)
+        results["motion"] = motion
+        print(
+            f"MotionNet's displacement errors (m) of the vehicle flow over the interval ending at {motion['time_s']:g} s:"
+        )
+        for name, groups in motion["forecasters"].items():
+            print(f"  {name:<18} " + "  ".join(
+                f"{g} {groups[g + '/mean']:.3f} / {groups[g + '/median']:.3f} (n={groups[g + '/count']:.0f})"
+                for g in ("static", "slow", "fast")
+            ))  # fmt: skip
+    atomic_write_text(out / "metrics.json", json.dumps(results, indent=1, allow_nan=True) + "\n")
+    n = len(loaded.datamodule.val_set)
+    print(
+        f"eval: {n} samples; grids in {out}/{{targets,predictions,baseline_*}}.npz, metrics in {out / 'metrics.json'}"
+    )
+    return results
+
+
+def _motion_errors(out: Path, times: list[float], cell_size: float) -> dict:
+    """MotionNet's speed-grouped errors of each forecaster's flow at the waypoint nearest 1 s, over
+    the cells a vehicle truly occupies there (speed = true flow over the waypoint's interval)."""
+    import numpy as np
+
+    from perception.eval.occupancy import motion_displacement_errors
+
+    k = min(range(len(times)), key=lambda i: abs(times[i] - 1.0))
+    interval = times[k] - (times[k - 1] if k > 0 else 0.0)
+    with np.load(out / "targets.npz") as t:
+        true_flow = t["flow"][:, k]
+        valid = (t["observed"][:, k] + t["occluded"][:, k]) > 0
+    forecasters = {}
+    for path in [out / "predictions.npz", *sorted(out.glob("baseline_*.npz"))]:
+        with np.load(path) as p:
+            name = "model" if path.stem == "predictions" else path.stem.removeprefix("baseline_")
+            forecasters[name] = motion_displacement_errors(
+                true_flow, p["flow"][:, k], valid, cell_size, horizon_s=interval
+            )
+    return {"time_s": times[k], "interval_s": interval, "forecasters": forecasters}
+
+
 def _missing_root(args: argparse.Namespace) -> EvalError:
     """Where data goes, for the kind of data the checkpoint's config reads."""
     from perception.inference import InferenceError, config_dataset, config_kind, find_config
@@ -257,6 +323,12 @@ def _missing_root(args: argparse.Namespace) -> EvalError:
         kind, dataset = config_kind(config), config_dataset(config)
     except InferenceError:
         kind = dataset = None
+    if kind == "occupancy":
+        return EvalError(
+            f"{args.data_root}: no sequence data; generate the synthetic sequences with "
+            "`python tools/train.py --config p2p_occupancy_synthetic.yaml` (data/synthetic_occ), "
+            "or point --data-root at a KITTI tracking or converted Waymo root (docs/occupancy.md)"
+        )
     if kind == "segmentation":
         from perception.data.semantickitti import missing_data_message
 
@@ -285,6 +357,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
         batch_size=args.batch_size, num_workers=args.num_workers,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    if loaded.kind == "occupancy":
+        return run_occupancy(args, loaded, out)
     predictor = Predictor(loaded)
     if loaded.kind == "segmentation":
         return run_segmentation(args, predictor, out)

@@ -79,6 +79,7 @@ __all__ = [
     "OccupancyFlowStats",
     "flow_epe",
     "flow_warp",
+    "format_comparison",
     "format_results",
     "load_grids",
     "main",
@@ -902,6 +903,48 @@ def format_results(results: Mapping[str, float]) -> str:
         lines.append(f"{label:<{width}}  {results[name]:7.4f}{cells}")
     lines.append("-" * len(lines[0]))
     lines += [f"{name:<{width}}  {results[name]:7.0f}" for name in COUNTS]
+    return "\n".join(lines)
+
+
+def format_comparison(
+    results: Mapping[str, float],
+    forecasters: Sequence[str] = ("model", "copy_forward", "constant_velocity"),
+    metrics: Sequence[str] = (
+        "observed_auc",
+        "observed_iou",
+        "flow_grounded_auc",
+        "flow_grounded_iou",
+        "flow_epe",
+    ),
+    waypoint_times: Sequence[float] | None = None,
+) -> str:
+    """A Markdown table of several forecasters' metrics, one row per (metric, forecaster), the mean
+    and each waypoint as columns, from an :class:`OccupancyEvaluator`'s results (the model's keys
+    bare, a baseline's as ``"<baseline>/<key>"``). Forecasters the results lack are left out."""
+
+    def view(name: str) -> dict[str, float] | None:
+        prefix = "" if name == "model" else f"{name}/"
+        if f"{prefix}{metrics[0]}" not in results:
+            return None
+        return {
+            k[len(prefix) :]: v
+            for k, v in results.items()
+            if k.startswith(prefix) and "/" not in k[len(prefix) :]
+        } | {k[len(prefix) :]: v for k, v in results.items() if k.startswith(prefix) and "/waypoint_" in k}
+
+    views = {n: v for n in forecasters if (v := view(n)) is not None}
+    t = max((len(per_waypoint(v)[metrics[0]]) for v in views.values()), default=0)
+    heads = (
+        [f"{w:g} s" for w in waypoint_times] if waypoint_times is not None else [f"wp{k}" for k in range(t)]
+    )
+    lines = [
+        "| metric | forecaster | mean | " + " | ".join(heads) + " |",
+        "| --- | --- | ---: |" + " ---: |" * t,
+    ]
+    for metric in metrics:
+        for name, v in views.items():
+            cells = " | ".join("–" if math.isnan(x) else f"{x:.3f}" for x in per_waypoint(v)[metric])
+            lines.append(f"| {metric} | {name} | {v[metric]:.3f} | {cells} |")
     return "\n".join(lines)
 
 

@@ -13,6 +13,9 @@ or score:
 - :class:`SemanticKittiLabelWriter`: one SemanticKITTI ``.label`` file of raw ids per scan, in the
   official submission layout ``sequences/NN/predictions/NNNNNN.label``, the files
   ``python -m perception.eval.segmentation`` scores. On predict, and optionally on validation / test.
+- :class:`OccupancyGridWriter`: the vehicle grids of an occupancy task's forecasts, its targets and
+  the label baselines as ``.npz`` files, the files ``python -m perception.eval.occupancy`` scores. On
+  validation and test.
 
 All write atomically (a temporary name, then rename). In a config::
 
@@ -24,6 +27,7 @@ All write atomically (a temporary name, then rename). In a config::
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -48,8 +52,9 @@ from perception.structures import (
     WaymoObjects,
     WaymoRecord,
 )
+from perception.structures.occupancy import OccupancyForecast
 
-__all__ = ["KittiResultWriter", "SemanticKittiLabelWriter", "WaymoSubmissionWriter"]
+__all__ = ["KittiResultWriter", "OccupancyGridWriter", "SemanticKittiLabelWriter", "WaymoSubmissionWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -309,3 +314,79 @@ class SemanticKittiLabelWriter(_FolderWriter):
         """What a task's step returned for ``batch``, checked, as ``.label`` files under ``folder``."""
         predictions = _check_outputs(outputs, batch, "SemanticKittiLabelWriter", "tensor of training ids")
         self.write(folder, predictions, batch, _label_map(pl_module))
+
+
+class OccupancyGridWriter(L.Callback):
+    """Collects an occupancy task's validation (test) forecasts and writes, at the epoch's end::
+
+        OUT/targets.npz                       observed, occluded, flow_origin (B, T, H, W), flow (B, T, H, W, 2)
+        OUT/predictions.npz                   observed, occluded (B, T, H, W) probabilities, flow
+        OUT/baseline_<name>.npz               each label baseline's grids, as predictions.npz
+        OUT/frames.txt                        the samples' frame ids, in the files' order
+
+    Vehicle channel only (what the official metric scores), float32 (float16 with ``half``). Each
+    file is written atomically; ``python -m perception.eval.occupancy OUT/targets.npz
+    OUT/predictions.npz`` gives the numbers the validation logged (pooled over the same samples).
+    """
+
+    def __init__(self, output_dir: str, half: bool = False) -> None:
+        super().__init__()
+        self.output_dir = Path(output_dir)
+        self.half = half
+        self._parts: dict[str, dict[str, list[np.ndarray]]] = {}
+        self._frames: list[str] = []
+
+    def _reset(self) -> None:
+        self._parts, self._frames = {}, []
+
+    def _add(self, name: str, arrays: dict[str, torch.Tensor]) -> None:
+        dtype = np.float16 if self.half else np.float32
+        store = self._parts.setdefault(name, {})
+        for key, value in arrays.items():
+            store.setdefault(key, []).append(value.detach().float().cpu().numpy().astype(dtype))
+
+    def _collect(self, outputs: Any, batch: Batch) -> None:
+        targets = batch.occupancy
+        if targets is None or not isinstance(outputs, OccupancyForecast):
+            raise ValueError(f"{type(self).__name__}: needs an occupancy task's forecast and targets")
+        self._add("targets", {
+            "observed": targets.observed[:, :, 0], "occluded": targets.occluded[:, :, 0],
+            "flow_origin": targets.flow_origin, "flow": targets.flow,
+        })  # fmt: skip
+        forecasts = {"predictions": outputs} | {f"baseline_{k}": v for k, v in targets.baselines.items()}
+        for name, f in forecasts.items():
+            self._add(
+                name, {"observed": f.observed[:, :, 0], "occluded": f.occluded[:, :, 0], "flow": f.flow}
+            )
+        self._frames.extend(batch.frame_ids)
+
+    def _write(self) -> None:
+        for name, arrays in self._parts.items():
+            buffer = io.BytesIO()
+            np.savez(buffer, **{k: np.concatenate(v) for k, v in arrays.items()})
+            atomic_write_bytes(self.output_dir / f"{name}.npz", buffer.getvalue())
+        atomic_write_bytes(self.output_dir / "frames.txt", ("\n".join(self._frames) + "\n").encode())
+        self._reset()
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._collect(outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and self._frames:
+            self._write()
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(outputs, batch)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._frames:
+            self._write()
