@@ -15,6 +15,7 @@
     python tools/benchmark.py synthetic           # synthetic LiDAR generator, frames/s
     python tools/benchmark.py segmentation        # Point2Point vs the sparse-conv U-Net: forward ms, training samples/s
     python tools/benchmark.py occupancy_metric    # Waymo occupancy-flow metrics, 1,000 × 8 × 256² vs a NumPy peer
+    python tools/benchmark.py occupancy           # Point2Point vs the BEV baseline forecaster: forward ms, training samples/s
     python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
                                                   # detector inference, s/frame on the real KITTI scans
     python tools/benchmark.py all [--json OUT]
@@ -71,6 +72,12 @@ def bench_segmentation() -> list[dict]:
 
 def bench_occupancy_metric() -> list[dict]:
     from benchmarks.occupancy_metric import bench_occupancy_metric as run
+
+    return run()
+
+
+def bench_occupancy() -> list[dict]:
+    from benchmarks.occupancy import bench_occupancy as run
 
     return run()
 
@@ -144,6 +151,10 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
     "occupancy_metric": (
         "occupancy-flow metrics, 1,000 samples × 8 waypoints × 256², 2 threads (peer extrapolated from 2 samples)",
         lambda a: bench_occupancy_metric(),
+    ),
+    "occupancy": (
+        "occupancy forecasters, synthetic samples (5 sweeps, ≤ 30 k points, 128², 4 waypoints), 2 threads (median of 5)",
+        lambda a: bench_occupancy(),
     ),
     "detector": ("detector inference on the real KITTI scans, batch 1 (median of 5)", bench_detector),
 }

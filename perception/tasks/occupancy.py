@@ -26,9 +26,10 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from perception.eval.occupancy import OccupancyEvaluator
+from perception.eval.occupancy import OccupancyEvaluator, format_comparison
 from perception.models.occupancy import forecast_probabilities
 from perception.structures import Batch
 from perception.structures.occupancy import OccupancyForecast, OccupancyTargets
@@ -87,7 +88,8 @@ class OccupancyTask(L.LightningModule):
             4 made the predicted mass 2.5 times the true one).
         iou_weight: weight of the Soft-IoU terms (0 turns them off).
 
-    After each validation (test) epoch ``last_metrics`` holds the evaluators' results.
+    After each validation (test) epoch ``last_metrics`` holds the evaluators' results; after each
+    validation of a fit the per-waypoint table of the model beside the baselines is printed (rank 0).
     """
 
     def __init__(
@@ -186,6 +188,12 @@ class OccupancyTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._evaluation_epoch_end("val")
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking and self.last_metrics:
+            times = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("waypoint_times")
+            rank_zero_info(
+                f"occupancy, epoch {self.current_epoch} (model beside the label baselines):\n"
+                + format_comparison(self.last_metrics, waypoint_times=times)
+            )
 
     def on_test_epoch_end(self) -> None:
         self._evaluation_epoch_end("test")

@@ -91,9 +91,55 @@ def test_there_are_configs_for_each_dataset():
     assert {"pointpillars_kitti.yaml", "pvt_kitti.yaml", "pvt_waymo.yaml"} <= names
     tasks = {p.name for p in TASK_CONFIGS}
     assert {"p2p_seg_synthetic.yaml", "p2p_seg_semantickitti.yaml", "sparse_unet_seg_synthetic.yaml"} <= tasks
+    assert {
+        "p2p_occupancy_synthetic.yaml",
+        "bev_occupancy_synthetic.yaml",
+        "p2p_occupancy_waymo.yaml",
+    } <= tasks
 
 
-@pytest.mark.parametrize("config", TASK_CONFIGS, ids=[p.stem for p in TASK_CONFIGS])
+SEGMENTATION_CONFIGS = [p for p in TASK_CONFIGS if "occupancy" not in p.stem]
+OCCUPANCY_CONFIGS = [p for p in TASK_CONFIGS if "occupancy" in p.stem]
+
+
+@pytest.mark.parametrize("config", OCCUPANCY_CONFIGS, ids=[p.stem for p in OCCUPANCY_CONFIGS])
+def test_occupancy_config_builds_and_trains_one_step(config, monkeypatch, tmp_path):
+    """An occupancy config: the model's grid and waypoints are the data's; one loss and backward on
+    random sweeps with one true vehicle cell per waypoint; probabilities out."""
+    from perception.structures.occupancy import OccupancyTargets
+
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    cli = TaskCLI(
+        run=False,
+        args=["--config", str(config), "--trainer.logger", "false", "--data.init_args.root", str(tmp_path)],
+    )
+    task, data = cli.model, cli.datamodule
+    grid, t = task.model.grid, task.model.num_waypoints
+    assert grid == data.grid and t == len(data.hparams.waypoint_times)
+    rng = np.random.default_rng(0)
+    x0, x1, y0, y1 = grid.extent()
+    points = rng.uniform([x0, y0, -2, 0, -0.4], [x1, y1, 2, 1, 0], (3000, 5)).astype(np.float32)
+    occupied = np.zeros((t, 3, grid.height, grid.width), np.float32)
+    occupied[:, 0, grid.ego_row - 10, grid.ego_col] = 1.0
+    empty = np.zeros_like(occupied)
+    targets = OccupancyTargets(
+        waypoint_times=np.arange(1, t + 1, dtype=np.float32), observed=occupied, occluded=empty,
+        flow=np.zeros((t, grid.height, grid.width, 2), np.float32), flow_origin=occupied[:, 0],
+        current=occupied[0],
+    )  # fmt: skip
+    batch = collate([Sample(frame_id="a", points=points, occupancy=targets)])
+    task.train()
+    losses = task.loss(task(batch), batch.occupancy)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+    task.eval()
+    with torch.no_grad():
+        forecast = task.predict_step(batch, 0)
+    assert forecast.observed.shape == (1, t, 3, grid.height, grid.width)
+    assert 0 <= float(forecast.observed.min()) and float(forecast.observed.max()) <= 1
+
+
+@pytest.mark.parametrize("config", SEGMENTATION_CONFIGS, ids=[p.stem for p in SEGMENTATION_CONFIGS])
 def test_task_config_builds_and_trains_one_step(config, monkeypatch, tmp_path):
     """A segmentation config: the task and data agree on the class map; one loss and backward on a
     small random scan (labels a function of height), one prediction per point."""
