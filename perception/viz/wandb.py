@@ -42,6 +42,7 @@ In a config::
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import netrc
@@ -174,6 +175,22 @@ class _ValidationLogger(Callback):
         self.prefix = prefix
         self._logged = 0
 
+    task: tuple[str, str] | None = None
+    """``(module, class)`` of the task whose validation a subclass draws (imported only when a W&B
+    logger is there, so other tasks never load it); None: any task."""
+
+    @classmethod
+    def active_logger(cls, trainer: L.Trainer, pl_module: Any) -> WandbLogger | None:
+        """The ``WandbLogger`` to log to, or None: no W&B logger, not rank 0, or not the callback's task."""
+        logger = wandb_logger_of(trainer)
+        if logger is None or cls.task is None:
+            return logger
+        module, name = cls.task
+        return logger if isinstance(pl_module, getattr(importlib.import_module(module), name)) else None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._logged = 0
+
 
 class WandbDetectionLogger(_ValidationLogger):
     """Logs validation scenes and the KITTI metrics of a detection task to W&B.
@@ -214,9 +231,6 @@ class WandbDetectionLogger(_ValidationLogger):
     def wandb_logger_of(trainer: L.Trainer) -> WandbLogger | None:
         """The trainer's ``WandbLogger`` on global rank 0, or None (:func:`wandb_logger_of`)."""
         return wandb_logger_of(trainer)
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._logged = 0
 
     def on_validation_batch_end(
         self,
@@ -386,18 +400,7 @@ class WandbSegmentationLogger(_ValidationLogger):
         super().__init__(every_n_val_steps, max_points, max_scenes, log_bev, log_metrics, prefix)
         self.log_error = log_error
 
-    @staticmethod
-    def active_logger(trainer: L.Trainer, pl_module: Any) -> WandbLogger | None:
-        """The ``WandbLogger`` to log to, or None: no W&B logger, not rank 0, or not a segmentation task."""
-        logger = wandb_logger_of(trainer)
-        if logger is None:
-            return None
-        from perception.tasks.segmentation import SegmentationTask
-
-        return logger if isinstance(pl_module, SegmentationTask) else None
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._logged = 0
+    task = ("perception.tasks.segmentation", "SegmentationTask")
 
     def on_validation_batch_end(
         self,
@@ -543,18 +546,7 @@ class WandbOccupancyLogger(_ValidationLogger):
         self.fps = fps
         self.panel_width = panel_width
 
-    @staticmethod
-    def active_logger(trainer: L.Trainer, pl_module: Any) -> WandbLogger | None:
-        """The ``WandbLogger`` to log to, or None: no W&B logger, not rank 0, or not an occupancy task."""
-        logger = wandb_logger_of(trainer)
-        if logger is None:
-            return None
-        from perception.tasks.occupancy import OccupancyTask
-
-        return logger if isinstance(pl_module, OccupancyTask) else None
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._logged = 0
+    task = ("perception.tasks.occupancy", "OccupancyTask")
 
     def on_validation_batch_end(
         self,
