@@ -191,6 +191,32 @@ class _ValidationLogger(Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._logged = 0
 
+    def metrics_table(self, metrics: dict[str, float]) -> tuple[str, list[str], list[list]] | None:
+        """``(key, columns, rows)`` of the table :meth:`on_validation_end` logs from the task's
+        ``last_metrics``; None logs none."""
+        return None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the module's on_validation_epoch_end, so ``last_metrics`` is this validation's.
+        if trainer.sanity_checking or not self.log_metrics:
+            return
+        logger = self.active_logger(trainer, pl_module)
+        metrics = getattr(pl_module, "last_metrics", None)
+        if logger is None or not metrics:
+            return
+        try:
+            import wandb
+
+            table = self.metrics_table(metrics)
+            if table is not None:
+                key, columns, rows = table
+                logger.experiment.log(
+                    {f"{self.prefix}/{key}": wandb.Table(columns=columns, data=rows),
+                     "trainer/global_step": trainer.global_step}
+                )  # fmt: skip
+        except Exception as err:  # logging must never stop training
+            log.warning("%s: could not log the metrics table: %r", type(self).__name__, err)
+
 
 class WandbDetectionLogger(_ValidationLogger):
     """Logs validation scenes and the KITTI metrics of a detection task to W&B.
@@ -423,21 +449,8 @@ class WandbSegmentationLogger(_ValidationLogger):
             return
         self._logged += 1
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After the module's on_validation_epoch_end, so ``last_metrics`` is this validation's.
-        if trainer.sanity_checking or not self.log_metrics:
-            return
-        logger = self.active_logger(trainer, pl_module)
-        metrics = getattr(pl_module, "last_metrics", None)
-        if logger is None or not metrics:
-            return
-        try:
-            import wandb
-
-            table = wandb.Table(columns=["class", "IoU"], data=_iou_rows(metrics))
-            logger.experiment.log({f"{self.prefix}/iou": table, "trainer/global_step": trainer.global_step})
-        except Exception as err:
-            log.warning("WandbSegmentationLogger: could not log the IoU table: %r", err)
+    def metrics_table(self, metrics: dict[str, float]) -> tuple[str, list[str], list[list]]:
+        return "iou", ["class", "IoU"], _iou_rows(metrics)
 
     @staticmethod
     def scene(pl_module: Any, batch: Any, outputs: Any, index: int = 0) -> Scene:
@@ -574,23 +587,8 @@ class WandbOccupancyLogger(_ValidationLogger):
             return
         self._logged += 1
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After the module's on_validation_epoch_end, so ``last_metrics`` is this validation's.
-        if trainer.sanity_checking or not self.log_metrics:
-            return
-        logger = self.active_logger(trainer, pl_module)
-        metrics = getattr(pl_module, "last_metrics", None)
-        if logger is None or not metrics:
-            return
-        try:
-            import wandb
-
-            table = wandb.Table(columns=["metric", "value"], data=_metric_rows(metrics))
-            logger.experiment.log(
-                {f"{self.prefix}/occupancy_metrics": table, "trainer/global_step": trainer.global_step}
-            )
-        except Exception as err:
-            log.warning("WandbOccupancyLogger: could not log the metrics table: %r", err)
+    def metrics_table(self, metrics: dict[str, float]) -> tuple[str, list[str], list[list]]:
+        return "occupancy_metrics", ["metric", "value"], _metric_rows(metrics)
 
     @staticmethod
     def grid_of(trainer: Any, pl_module: Any) -> Any:
