@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from perception.eval.occupancy import METRICS
+
 __all__ = [
     "bench_occupancy_metric",
     "reference_auc",
@@ -34,15 +36,7 @@ __all__ = [
 THRESHOLDS = np.array([-1e-7, *[i / 99 for i in range(1, 99)], 1 + 1e-7])
 """Keras ``AUC(num_thresholds=100)``'s thresholds, float64."""
 
-KEYS = (
-    "observed_auc",
-    "occluded_auc",
-    "observed_iou",
-    "occluded_iou",
-    "flow_epe",
-    "flow_grounded_auc",
-    "flow_grounded_iou",
-)
+KEYS = METRICS  # the metric names compared (the reference's arithmetic stays its own)
 
 
 def reference_auc(y: np.ndarray, p: np.ndarray, rule: str = "strict") -> float:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from perception.data.datamodules import EpochDataModule
-from perception.data.datasets import EpochSampler
+from perception.data.datasets import EpochDataset
 from perception.data.occupancy_targets import render_targets
 from perception.data.sequences import SequenceError, SequenceSource, detect_layout, open_sequences
 from perception.data.synthetic.config import SyntheticConfig
@@ -48,8 +47,6 @@ SYNTHETIC_OCCUPANCY = SyntheticConfig(
 )
 """The generator settings of the embedded occupancy data: a 32-beam sensor, objects labelled all
 around while the lidar sees them (one point is enough), so that *observed* means seen."""
-
-POINT_FEATURES = ("x", "y", "z", "intensity", "time")
 
 
 def stack_sweeps(
@@ -78,8 +75,8 @@ def stack_sweeps(
     return np.concatenate(parts) if parts else np.zeros((0, 5), np.float32)
 
 
-class OccupancyDataset:
-    """Samples of occupancy forecasting over the sequences of a source.
+class OccupancyDataset(EpochDataset):
+    """Samples of occupancy forecasting over the sequences of a source (no augmentation).
 
     Args:
         source: the sequences (:func:`~perception.data.sequences.open_sequences`).
@@ -93,6 +90,9 @@ class OccupancyDataset:
         intensity_tanh: squash intensity with ``tanh`` (Waymo's is unbounded).
         max_samples: keep only the first this many samples (quick runs).
         seed: the subsampling seed.
+        split: the split's name, for messages.
+
+    ``frame_ids`` are ``"<sequence>/<current frame id>"``, one per sample.
     """
 
     def __init__(
@@ -107,6 +107,7 @@ class OccupancyDataset:
         intensity_tanh: bool = False,
         max_samples: int | None = None,
         seed: int = 0,
+        split: str = "all",
     ) -> None:
         if history < 1 or stride < 1 or not waypoint_times:
             raise ValueError(
@@ -122,8 +123,8 @@ class OccupancyDataset:
         self.max_points = max_points
         self.z_range = z_range
         self.intensity_tanh = intensity_tanh
-        self.seed = seed
-        self.epoch = 0
+        self.split = split
+        self._init_transforms(None, seed)
         self._labels: dict[str, list[TrackedFrame]] = {}
         self.index: list[tuple[str, int, list[int]]] = []
         self.skipped = 0
@@ -135,6 +136,7 @@ class OccupancyDataset:
             self.index.extend((seq, i, fut) for i, fut in eligible[::stride])
         if max_samples is not None:
             self.index = self.index[:max_samples]
+        self.frame_ids = [f"{seq}/{self._labels[seq][i].frame_id}" for seq, i, _ in self.index]
 
     def _eligible(self, frames: list[TrackedFrame]) -> list[tuple[int, list[int]]]:
         """``(current, [future frame per waypoint])`` of each frame with a full history and future."""
@@ -161,18 +163,6 @@ class OccupancyDataset:
                 out.append((i, pick.tolist()))
         return out
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
-        index = int(key[1]) if isinstance(key, (tuple, list)) else int(key)
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} occupancy samples")
-        return self.load(index % len(self))
-
     def load(self, index: int) -> Sample:
         """Sample ``index``: stacked sweeps and the targets."""
         seq, i, future = self.index[index]
@@ -191,7 +181,7 @@ class OccupancyDataset:
             rng = np.random.default_rng([self.seed, index])
             points = points[np.sort(rng.choice(len(points), self.max_points, replace=False))]
         targets = render_targets(history, [labels[j] for j in future], self.waypoint_times, self.grid)
-        return Sample(frame_id=f"{seq}/{labels[i].frame_id}", points=points, occupancy=targets)
+        return Sample(frame_id=self.frame_ids[index], points=points, occupancy=targets)
 
 
 class OccupancyDataModule(EpochDataModule):
@@ -258,8 +248,6 @@ class OccupancyDataModule(EpochDataModule):
         self.persistent_workers = persistent_workers
         self.multiprocessing_context = multiprocessing_context
         self.generate = generate and Path(root).resolve() == Path(DEFAULT_ROOT).resolve()
-        self._epoch = 0
-        self._train_sampler: EpochSampler | None = None
 
     def prepare_data(self) -> None:
         """Generate (or finish generating) the default synthetic sequences."""
@@ -280,27 +268,26 @@ class OccupancyDataModule(EpochDataModule):
             progress=True,
         )
 
-    def _source(self, split: str) -> SequenceSource:
+    def make_dataset(self, split: str, stride: int, max_samples: int | None) -> OccupancyDataset:
         hp = self.hparams
         kind = self.kind or detect_layout(self.root)
         if kind == "kitti_tracking":
             seqs = hp.train_sequences if split == hp.train_split else hp.val_sequences
-            return open_sequences(self.root, kind, sequences=seqs)
-        return open_sequences(self.root, kind, split=split)
-
-    def make_dataset(self, split: str, stride: int, max_samples: int | None) -> OccupancyDataset:
-        hp = self.hparams
+            source = open_sequences(self.root, kind, sequences=seqs)
+        else:
+            source = open_sequences(self.root, kind, split=split)
         return OccupancyDataset(
-            self._source(split),
+            source,
             history=hp.history,
             waypoint_times=hp.waypoint_times,
             grid=self.grid,
             stride=stride,
             max_points=hp.max_points,
             z_range=tuple(hp.z_range),
-            intensity_tanh=(self.kind or detect_layout(self.root)) == "waymo",
+            intensity_tanh=kind == "waymo",
             max_samples=max_samples,
             seed=self.seed,
+            split=split,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -312,11 +299,3 @@ class OccupancyDataModule(EpochDataModule):
         if stage in (None, "fit", "validate", "test", "predict"):
             self.val_set = self.make_dataset(hp.val_split, hp.val_stride, hp.max_val_samples)
             self.test_set = self.predict_set = self.val_set
-
-    def describe(self) -> dict:
-        """The grid and horizons, for logs and model configuration."""
-        return {
-            "grid": asdict(self.grid),
-            "history": self.hparams.history,
-            "waypoints": list(self.hparams.waypoint_times),
-        }

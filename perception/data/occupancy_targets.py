@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from perception.geometry.boxes import wrap_angle
 from perception.structures.occupancy import (
     AGENT_CLASSES,
     OccupancyForecast,
@@ -100,9 +101,7 @@ def boxes_in_frame(frame: TrackedFrame, world_to_current: NDArray[np.float64]) -
         return b.astype(np.float32)
     t = world_to_current @ frame.pose
     b[:, :3] = b[:, :3] @ t[:3, :3].T + t[:3, 3]
-    b[:, 6] = np.arctan2(
-        np.sin(b[:, 6] + np.arctan2(t[1, 0], t[0, 0])), np.cos(b[:, 6] + np.arctan2(t[1, 0], t[0, 0]))
-    )
+    b[:, 6] = wrap_angle(b[:, 6] + np.arctan2(t[1, 0], t[0, 0]))
     return b.astype(np.float32)
 
 

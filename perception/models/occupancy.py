@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-def grid_cells(points: torch.Tensor, grid: OccupancyGrid) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_cells(points: torch.Tensor, grid: OccupancyGrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row, col) int64 of each point's cell (the cell whose centre is nearest), and whether it is on the grid.
 
     Args:
