@@ -33,6 +33,7 @@ from perception.eval.occupancy import OccupancyEvaluator, format_comparison
 from perception.models.occupancy import forecast_probabilities
 from perception.structures import Batch
 from perception.structures.occupancy import OccupancyForecast, OccupancyTargets
+from perception.tasks.evaluation import finish_evaluation
 from perception.tasks.schedule import adamw_one_cycle
 
 __all__ = ["OccupancyTask", "soft_iou_loss", "warp_by_flow"]
@@ -176,18 +177,8 @@ class OccupancyTask(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> OccupancyForecast:
         return forecast_probabilities(self(batch))
 
-    def _evaluation_epoch_end(self, stage: str) -> None:
-        metrics: dict[str, float] = {}
-        for evaluator in self.evaluators:
-            results = evaluator.compute()
-            evaluator.reset()
-            metrics.update(results)
-            for key, value in evaluator.headline(results).items():
-                self.log(f"{stage}/{key}", value, prog_bar=key == evaluator.progress_key, sync_dist=False)
-        self.last_metrics = metrics
-
     def on_validation_epoch_end(self) -> None:
-        self._evaluation_epoch_end("val")
+        self.last_metrics = finish_evaluation(self, self.evaluators, "val")
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking and self.last_metrics:
             times = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("waypoint_times")
             rank_zero_info(
@@ -196,7 +187,7 @@ class OccupancyTask(L.LightningModule):
             )
 
     def on_test_epoch_end(self) -> None:
-        self._evaluation_epoch_end("test")
+        self.last_metrics = finish_evaluation(self, self.evaluators, "test")
 
     def configure_optimizers(self):
         hp = self.hparams

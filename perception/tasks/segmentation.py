@@ -23,6 +23,7 @@ from torch import nn
 from perception.eval.segmentation import SegmentationEvaluator
 from perception.structures import Batch, LabelMap
 from perception.structures.segmentation import label_map as make_label_map
+from perception.tasks.evaluation import finish_evaluation
 from perception.tasks.schedule import adamw_one_cycle
 
 __all__ = ["SegmentationTask", "lovasz_softmax"]
@@ -181,21 +182,11 @@ class SegmentationTask(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> list[torch.Tensor]:
         return self.predictions(self(batch), batch)
 
-    def _evaluation_epoch_end(self, stage: str) -> None:
-        metrics: dict[str, float] = {}
-        for evaluator in self.evaluators:
-            results = evaluator.compute()
-            evaluator.reset()
-            metrics.update(results)
-            for key, value in evaluator.headline(results).items():
-                self.log(f"{stage}/{key}", value, prog_bar=key == evaluator.progress_key, sync_dist=False)
-        self.last_metrics = metrics
-
     def on_validation_epoch_end(self) -> None:
-        self._evaluation_epoch_end("val")
+        self.last_metrics = finish_evaluation(self, self.evaluators, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._evaluation_epoch_end("test")
+        self.last_metrics = finish_evaluation(self, self.evaluators, "test")
 
     # ------------------------------------------------------------------------------------ optimiser
 
