@@ -26,8 +26,8 @@ from benchmarks import REPO
 __all__ = ["read_last_validation", "run_ablation", "summarise"]
 
 
-def read_last_validation(run_dir: Path) -> dict[str, float]:
-    """The last row with ``val/mIoU`` of the newest ``metrics.csv`` under ``run_dir``: ``{key: value}``
+def read_last_validation(run_dir: Path, key: str = "val/mIoU") -> dict[str, float]:
+    """The last row with ``key`` of the newest ``metrics.csv`` under ``run_dir``: ``{key: value}``
     for every ``val/...`` column that row fills (``val/mIoU``, ``val/IoU/<class>``, ``val/accuracy``)."""
     logs = sorted(run_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
     if not logs:
@@ -35,10 +35,10 @@ def read_last_validation(run_dir: Path) -> dict[str, float]:
     last: dict[str, float] | None = None
     with logs[-1].open() as f:
         for row in csv.DictReader(f):
-            if row.get("val/mIoU"):
+            if row.get(key):
                 last = {k: float(v) for k, v in row.items() if k.startswith("val/") and v != ""}
     if last is None:
-        raise ValueError(f"{logs[-1]}: no validation row with val/mIoU")
+        raise ValueError(f"{logs[-1]}: no validation row with {key}")
     return last
 
 
