@@ -10,10 +10,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from perception.data.shapes.errors import ShapeFormatError
+
 __all__ = ["MeshError", "face_areas", "sample_surface"]
 
 
-class MeshError(ValueError):
+class MeshError(ShapeFormatError):
     """A mesh that cannot be sampled (no faces, zero area, bad indices); the message names it."""
 
 
