@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import multiprocessing
 import multiprocessing.forkserver
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -128,9 +129,11 @@ def make_loader(
     persistent_workers: bool = True,
     multiprocessing_context: str | None = "forkserver",
     preload: Sequence[str] = ("lightning", "perception.data.datasets"),
+    collate_fn: Callable[[list[Any]], Any] = collate,
 ) -> DataLoader:
-    """A DataLoader of :class:`~perception.structures.Batch`\\ es in ``sampler``'s order (or the
-    dataset's), with workers started as :func:`worker_context` starts them."""
+    """A DataLoader of :class:`~perception.structures.Batch`\\ es (or of what ``collate_fn`` makes of a
+    list of samples) in ``sampler``'s order (or the dataset's), with workers started as
+    :func:`worker_context` starts them."""
     workers = {}
     if num_workers > 0:
         workers = {
@@ -143,7 +146,7 @@ def make_loader(
         sampler=sampler,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
         **workers,
     )
@@ -168,6 +171,9 @@ class EpochDataModule(L.LightningDataModule):
     preload: tuple[str, ...] = ("lightning", "perception.data.datasets")
     """Modules the workers' forkserver imports once (:func:`worker_context`)."""
 
+    collate_fn: Callable[[list[Any]], Any] = staticmethod(collate)
+    """How the loaders stack samples (detection :class:`~perception.structures.Batch`\\ es by default)."""
+
     def _worker_context(self) -> multiprocessing.context.BaseContext:
         return worker_context(self.multiprocessing_context, self.preload)
 
@@ -181,6 +187,7 @@ class EpochDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             multiprocessing_context=self.multiprocessing_context,
             preload=self.preload,
+            collate_fn=self.collate_fn,
         )
 
     def set_epoch(self, epoch: int) -> None:
