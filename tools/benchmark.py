@@ -16,6 +16,7 @@
     python tools/benchmark.py segmentation        # Point2Point vs the sparse-conv U-Net: forward ms, training samples/s
     python tools/benchmark.py occupancy_metric    # Waymo occupancy-flow metrics, 1,000 × 8 × 256² vs a NumPy peer
     python tools/benchmark.py occupancy           # Point2Point vs the BEV baseline forecaster: forward ms, training samples/s
+    python tools/benchmark.py shapes              # OFF read + area-weighted surface sampling vs trimesh
     python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
                                                   # detector inference, s/frame on the real KITTI scans
     python tools/benchmark.py all [--json OUT]
@@ -118,6 +119,12 @@ def bench_waymo_eval() -> list[dict]:
     return run()
 
 
+def bench_shapes() -> list[dict]:
+    from benchmarks.shapes import bench_shapes as run
+
+    return run()
+
+
 def bench_detector(args: argparse.Namespace) -> list[dict]:
     from benchmarks.detector import bench_detector as run
 
@@ -157,6 +164,10 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
         lambda a: bench_occupancy(),
     ),
     "detector": ("detector inference on the real KITTI scans, batch 1 (median of 5)", bench_detector),
+    "shapes": (
+        "OFF mesh read + surface sampling vs trimesh, 82 k and 328 k faces (median of 5)",
+        lambda a: bench_shapes(),
+    ),
 }
 GROUPS = {"ops": ["hilbert", "voxelize", "sparse", "iou"], "all": list(SECTIONS)}
 
