@@ -12,6 +12,8 @@ scans of a SemanticKITTI-layout root, with labels and predictions; or draw occup
         [--predictions DIR | --ckpt PATH [--config NAME.yaml]] [--save OUT.png [--bev]] [--view ...]
     python tools/visualize.py --config OCCUPANCY.yaml [--ckpt PATH] --sample I [I ...] --out DIR
         [--data-root DIR] [--fps F]
+    python tools/visualize.py --config POINTNET_CLS.yaml --ckpt PATH --sample I [I ...] --out DIR
+        [--data-root DIR] [--grid G]
 
 **KITTI layout** (``ROOT/{split}/velodyne``; ``--split`` default ``training``):
 
@@ -91,6 +93,20 @@ or the checkpoint of one with its run's ``config.yaml``):
   model, baselines. Ego heading up; observed vehicles, pedestrians, cyclists and occluded agents in
   their colours (forecasts: colour strength is the probability), vehicle flow as arrows, the current
   sweep faint behind.
+
+**What PointNet learned** (``--sample`` with a shape-classification config, a
+:class:`~perception.tasks.classification.ClassificationTask` of a
+:class:`~perception.models.pointnet.PointNetClassifier` such as ``pointnet_cls_synthetic.yaml``, or the
+checkpoint of one with its run's ``config.yaml``):
+
+- **Shapes** are validation samples of the config's data module, by index (its held-out split, through
+  the validation transforms), read from the config's data root or ``--data-root``.
+- **Files** (:mod:`perception.viz.shapes`): ``DIR/shape_I_critical.png``, three 3D panels as in the
+  PointNet paper's Fig. 7: the input point set, its critical point set (the points that win the global
+  max-pool, at most 1024) and its upper-bound shape (the nodes of a ``--grid``³ grid over the unit cube,
+  default 40³, whose per-point features stay below the shape's global feature in every channel, with the
+  shape's own T-Net transforms), titled with the true and the predicted class. Without ``--ckpt`` the
+  config's initial (untrained) weights are drawn, with a note.
 
 **Output** (all layouts):
 
@@ -219,9 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample",
         nargs="+",
         type=int,
-        help="occupancy: validation sample index(es) of the config's data module (writes to --out)",
+        help="occupancy or shape classification: validation sample index(es) of the config's data module "
+        "(writes to --out)",
     )
-    p.add_argument("--out", type=Path, help="occupancy: folder of occupancy_I.gif and occupancy_I_strip.png")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="occupancy: folder of occupancy_I.gif and occupancy_I_strip.png; shapes: of shape_I_critical.png",
+    )
+    p.add_argument(
+        "--grid",
+        type=int,
+        default=40,
+        help="shapes: grid points per axis of the upper-bound candidates over the unit cube (default 40)",
+    )
     p.add_argument("--fps", type=float, default=2.0, help="occupancy: GIF frames (waypoints) a second")
     p.add_argument("--width", type=int, default=1280, help="image width, pixels (default 1280)")
     p.add_argument("--height", type=int, default=960, help="image height, pixels (default 960)")
@@ -899,6 +926,87 @@ def run_occupancy(args: argparse.Namespace) -> None:
         print(f"visualize: occupancy sample {index} ({sample.frame_id}) → {gif}, {strip}")
 
 
+# ------------------------------------------------------------------------------------------- shapes
+
+
+def is_shape_classification(args: argparse.Namespace) -> bool:
+    """Whether ``--sample`` names a shape-classification config (else it is an occupancy one; errors
+    finding the config are left to the occupancy path, which reports them)."""
+    from perception.inference import InferenceError, config_kind, find_config
+
+    if args.ckpt is None and args.config is None:
+        return False
+    try:
+        return config_kind(find_config(args.ckpt, args.config)) == "classification"
+    except InferenceError:
+        return False
+
+
+def run_shapes(args: argparse.Namespace) -> None:
+    """Write the critical-point figure of each ``--sample`` (see the module docstring)."""
+    import torch
+
+    from perception.inference import InferenceError, find_config, load_task
+    from perception.models.pointnet import PointNetClassifier
+    from perception.viz.shapes import critical_sets, save_critical_sets
+
+    for option, value in (
+        ("--frame", args.frame), ("--sequence", args.sequence), ("--scan", args.scan),
+        ("--label-map", args.label_map), ("--split", args.split), ("--predictions", args.predictions),
+        ("--save", args.save), ("--view", args.view), ("--pose", args.pose), ("--color", args.color),
+    ):  # fmt: skip
+        if value is not None:
+            raise VisualizeError(f"{option} is not for shape samples (--sample writes PNGs to --out)")
+    if args.bev or args.dataset != "auto":
+        raise VisualizeError("--bev and --dataset are not for shape samples (--sample)")
+    if args.out is None:
+        raise VisualizeError("--sample writes files: give --out DIR")
+    if args.grid < 2:
+        raise VisualizeError(f"--grid must be at least 2, got {args.grid}")
+    try:
+        config = find_config(args.ckpt, args.config)
+        loaded = load_task(args.ckpt, config, data_root=args.data_root, num_workers=0)
+    except InferenceError as err:
+        raise VisualizeError(str(err)) from err
+    model = getattr(loaded.task, "model", None)
+    if not isinstance(model, PointNetClassifier):
+        raise VisualizeError(
+            f"{config}: the task's model is a {type(model).__name__}; critical points are drawn for a "
+            "PointNetClassifier"
+        )
+    if args.ckpt is None:
+        print("visualize: note: no --ckpt: drawing the config's initial (untrained) weights", file=sys.stderr)
+    datamodule = loaded.datamodule
+    datamodule.setup("validate")
+    dataset = datamodule.val_set
+    outside = [i for i in args.sample if not 0 <= i < len(dataset)]
+    if outside:
+        has = f"{len(dataset)} shapes (0..{len(dataset) - 1})" if len(dataset) else "no shapes"
+        raise VisualizeError(f"sample(s) {outside} outside the validation split, which has {has}")
+    names = list(getattr(loaded.task, "class_names", None) or [])
+
+    def name(label: int) -> str:
+        return names[label] if 0 <= label < len(names) else str(label)
+
+    model.eval()
+    device = next(model.parameters()).device
+    for index in args.sample:
+        shape = dataset[index]
+        sets = critical_sets(model, shape.points, resolution=args.grid)
+        with torch.no_grad():
+            probabilities = model(torch.from_numpy(sets.points)[None].to(device)).softmax(-1)[0]
+        predicted = int(probabilities.argmax())
+        title = (
+            f"{shape.shape_id}: {name(int(shape.label))}, predicted {name(predicted)} "
+            f"({float(probabilities[predicted]):.0%})"
+        )
+        path = save_critical_sets(args.out / f"shape_{index}_critical.png", sets, title)
+        print(
+            f"visualize: shape sample {index} ({shape.shape_id}): {len(sets.critical)} critical points, "
+            f"{len(sets.upper_bound)} of {sets.num_candidates} grid points in the upper bound → {path}"
+        )
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -959,7 +1067,10 @@ def save(args: argparse.Namespace, load: Callable[[int], Scene], frame_ids: list
 
 def run(args: argparse.Namespace) -> None:
     if args.sample is not None:
-        run_occupancy(args)
+        if is_shape_classification(args):
+            run_shapes(args)
+        else:
+            run_occupancy(args)
         return
     if args.out is not None:
         raise VisualizeError(

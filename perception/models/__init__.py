@@ -10,6 +10,13 @@ from perception.models.backbones import (
 from perception.models.detector import Detector
 from perception.models.encoders import PointNetEncoder, PVTEncoder
 from perception.models.heads import CenterHead, HeadOutput, PointRefinementHead
+from perception.models.pointnet import (
+    PointNetClassifier,
+    PointNetFeatures,
+    PointNetOutput,
+    PointNetPartSegmenter,
+    TNet,
+)
 
 __all__ = [
     "BEVBackbone",
@@ -19,8 +26,13 @@ __all__ = [
     "PVTEncoder",
     "PillarScatter",
     "Point2PointBackbone",
+    "PointNetClassifier",
     "PointNetEncoder",
+    "PointNetFeatures",
+    "PointNetOutput",
+    "PointNetPartSegmenter",
     "PointRefinementHead",
     "SparseBackbone3d",
     "SparseUNet",
+    "TNet",
 ]
