@@ -190,7 +190,8 @@ def plot_critical_sets(
         ax = fig.add_subplot(1, 3, i + 1, projection="3d")
         shown = _subsample(cloud, max_points)
         if len(shown) and i == 2:  # a volume: coloured by height so that its depth reads
-            ax.scatter(*shown.T, s=3.0, c=shown[:, 2], cmap="viridis", alpha=0.5, linewidths=0)
+            dot = 3.0 if len(shown) > 3000 else 7.0
+            ax.scatter(*shown.T, s=dot, c=shown[:, 2], cmap="viridis", alpha=0.6, linewidths=0)
         elif len(shown):
             ax.scatter(*shown.T, s=4.0 if i == 0 else 9.0, c=colour, alpha=0.9, linewidths=0)
         _setup_axes(ax, label, extent)
