@@ -101,8 +101,10 @@ def _taxonomies_in_data() -> dict[str, PartTaxonomy]:
     except ImportError:
         return {}
     found = {}
-    for attr in dir(module):
-        value = getattr(module, attr)
+    for attr in getattr(module, "__all__", dir(module)):
+        if not attr.isupper():  # constants only (the package loads its modules on first use)
+            continue
+        value = getattr(module, attr, None)
         if isinstance(value, PartTaxonomy):
             found[value.name] = found[attr.lower()] = value
     return found
