@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from perception.data.datasets import EpochDataset
 from perception.data.shapes.errors import ShapeFormatError
-from perception.data.shapes.mesh import sample_surface
+from perception.data.shapes.mesh import sample_surface, to_z_up
 from perception.data.shapes.off import read_off
 from perception.data.transforms import Transform
 from perception.structures.shapes import MODELNET40_CLASSES, PointSet
@@ -79,6 +79,7 @@ class ModelNet40Off(EpochDataset):
         seed: seeds both the surface sampling (with the shape id, fixed over epochs) and augmentation.
         cache_dir: where sampled points are kept as ``.npy`` (one file per shape, seed and N) and
             reused; None samples on every load.
+        up_axis: the meshes' up axis (``"z"``: the Princeton meshes); points come out z-up.
 
     Attributes:
         frame_ids: the shape ids ``<class>/<file stem>``, sorted; ``labels`` (S,) int64 their classes.
@@ -98,6 +99,7 @@ class ModelNet40Off(EpochDataset):
         transforms: Transform | Sequence[Transform] | None = None,
         seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
+        up_axis: str = "z",
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"ModelNet40 split must be 'train' or 'test', got {split!r}")
@@ -107,6 +109,8 @@ class ModelNet40Off(EpochDataset):
         self.num_points, self.use_normals = int(num_points), bool(use_normals)
         self.classes = tuple(classes)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.up_axis = up_axis
+        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
         if not self.root.is_dir():
             raise ShapeDataNotFoundError(missing_modelnet40_message(self.root, self.root))
         shapes: list[tuple[str, int]] = []
@@ -134,6 +138,7 @@ class ModelNet40Off(EpochDataset):
             points = self._sample(index)
             if cache is not None:
                 _save_atomic(cache, points)
+        points = to_z_up(points, self.up_axis)
         if not self.use_normals:
             points = np.ascontiguousarray(points[:, :3])
         return PointSet(shape_id=shape_id, points=points, label=int(self.labels[index]))
@@ -194,6 +199,8 @@ class ModelNet40H5(EpochDataset):
         use_normals: points (N, 6) with the ``normal`` arrays.
         transforms: applied to each :class:`PointSet` with its generator (a list or one transform).
         seed: augmentation seed.
+        up_axis: the release's up axis (``"y"``, as PointNet's augmentation rotates about y); points
+            come out z-up.
 
     Attributes:
         frame_ids: shape ids ``<file>.h5:<row>``; ``classes``: the names of ``shape_names.txt``;
@@ -214,6 +221,7 @@ class ModelNet40H5(EpochDataset):
         use_normals: bool = False,
         transforms: Transform | Sequence[Transform] | None = None,
         seed: int = 0,
+        up_axis: str = "y",
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"ModelNet40 split must be 'train' or 'test', got {split!r}")
@@ -221,6 +229,8 @@ class ModelNet40H5(EpochDataset):
             raise ValueError(f"num_points must be positive, got {num_points}")
         self.root, self.split = Path(root), split
         self.num_points, self.use_normals = int(num_points), bool(use_normals)
+        self.up_axis = up_axis
+        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
         names_file, list_file = self.root / "shape_names.txt", self.root / f"{split}_files.txt"
         for needed in (self.root, list_file, names_file):
             if not needed.exists():
@@ -295,8 +305,11 @@ class ModelNet40H5(EpochDataset):
 
     def load(self, index: int) -> PointSet:
         """Shape ``index`` before any transform: points (N, 3) or (N, 6) float32 (a copy)."""
+        points = to_z_up(self.points[index], self.up_axis)  # a new array unless already z-up
         return PointSet(
-            shape_id=self.frame_ids[index], points=self.points[index].copy(), label=int(self.labels[index])
+            shape_id=self.frame_ids[index],
+            points=points.copy() if self.up_axis == "z" else points,
+            label=int(self.labels[index]),
         )
 
     def __repr__(self) -> str:

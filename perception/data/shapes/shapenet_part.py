@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from perception.data.datasets import EpochDataset
 from perception.data.shapes.errors import ShapeFormatError
+from perception.data.shapes.mesh import to_z_up
 from perception.data.shapes.modelnet import ShapeDataNotFoundError
 from perception.data.transforms import Transform
 from perception.structures.shapes import SHAPENET_PART, PartTaxonomy, PointSet
@@ -116,6 +117,7 @@ class ShapeNetPart(EpochDataset):
         use_normals: points (N, 6) x, y, z, nx, ny, nz instead of (N, 3).
         transforms: applied to each :class:`PointSet` with its generator (a list or one transform).
         seed: augmentation seed.
+        up_axis: the files' up axis (``"y"``: ShapeNet's); points come out z-up.
 
     Attributes:
         frame_ids: shape ids ``<synset>/<model_id>`` in the split files' order; ``labels`` (S,) int64
@@ -139,11 +141,14 @@ class ShapeNetPart(EpochDataset):
         use_normals: bool = False,
         transforms: Transform | Sequence[Transform] | None = None,
         seed: int = 0,
+        up_axis: str = "y",
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"ShapeNet-part split must be one of {list(SPLITS)}, got {split!r}")
         self.root, self.split, self.taxonomy = Path(root), split, taxonomy
         self.use_normals = bool(use_normals)
+        self.up_axis = up_axis
+        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
         catalog = self.root / "synsetoffset2category.txt"
         for needed in (self.root, catalog):
             if not needed.exists():
@@ -205,7 +210,7 @@ class ShapeNetPart(EpochDataset):
                 f"{path}: part labels {bad[:10]} outside the parts of "
                 f"{self.taxonomy.categories[label]}, {min(allowed)}..{max(allowed)} ({self.taxonomy.name})"
             )
-        points = values[:, :6] if self.use_normals else values[:, :3]
+        points = to_z_up(values[:, :6] if self.use_normals else values[:, :3], self.up_axis)
         return PointSet(
             shape_id=self.frame_ids[index], points=points.astype(np.float32), label=label, part_labels=parts
         )

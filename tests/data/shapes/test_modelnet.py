@@ -215,7 +215,7 @@ def h5_root(tmp_path) -> Path:
 
 def test_h5_values_read_back_exactly(h5_root):
     train0, train1 = release_arrays(0, 3), release_arrays(1, 2)
-    ds = ModelNet40H5(h5_root, "train", num_points=8)
+    ds = ModelNet40H5(h5_root, "train", num_points=8, up_axis="z")  # the file's own frame
     assert ds.classes == MODELNET40_CLASSES and len(ds) == 5 and ds.split == "train"
     assert ds.frame_ids == [
         *(f"ply_data_train0.h5:{i}" for i in range(3)),
@@ -230,11 +230,19 @@ def test_h5_values_read_back_exactly(h5_root):
     sample.points[:] = 0  # a copy: the dataset is unchanged
     np.testing.assert_array_equal(ds[3].points, train1["data"][0, :8])
 
-    normals = ModelNet40H5(h5_root, "test", num_points=16, use_normals=True)
+    normals = ModelNet40H5(h5_root, "test", num_points=16, use_normals=True, up_axis="z")
     test0 = release_arrays(2, 2)
     np.testing.assert_array_equal(
         normals[1].points, np.concatenate([test0["data"][1], test0["normal"][1]], 1)
     )
+
+
+def test_h5_release_is_y_up_and_comes_out_z_up(h5_root):
+    """PointNet's HDF5 release is y-up (its augmentation rotates about y): read as (x, -z, y)."""
+    data = release_arrays(0, 3)["data"][1, :8]
+    points = ModelNet40H5(h5_root, "train", num_points=8)[1].points
+    np.testing.assert_array_equal(points, np.stack([data[:, 0], -data[:, 2], data[:, 1]], 1))
+    assert np.isclose(np.linalg.det(np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]])), 1.0)  # a rotation
 
 
 def test_h5_transforms(h5_root):

@@ -58,7 +58,7 @@ def root(tmp_path) -> Path:
 
 
 def test_values_read_back_exactly(root):
-    ds = ShapeNetPart(root, "train")
+    ds = ShapeNetPart(root, "train", up_axis="z")  # the file's own frame
     assert ds.frame_ids == [f"{AIRPLANE}/a1", f"{BAG}/b1", f"{AIRPLANE}/a2"] and ds.split == "train"
     assert ds.labels.tolist() == [0, 1, 0] and len(ds) == 3
     sample = ds[1]
@@ -68,9 +68,21 @@ def test_values_read_back_exactly(root):
     np.testing.assert_array_equal(sample.points, rows[:, :3].astype(np.float32))
     assert sample.part_labels.dtype == np.int64
     np.testing.assert_array_equal(sample.part_labels, rows[:, 6].astype(np.int64))
-    normals = ShapeNetPart(root, "train", use_normals=True)[1]
+    normals = ShapeNetPart(root, "train", use_normals=True, up_axis="z")[1]
     np.testing.assert_array_equal(normals.points, rows[:, :6].astype(np.float32))
     np.testing.assert_allclose(np.linalg.norm(normals.points[:, 3:], axis=1), 1.0, atol=1e-5)
+
+
+def test_y_up_files_come_out_z_up(root):
+    """ShapeNet is y-up: by default (x, y, z) reads as (x, -z, y), normals too, so +y becomes +z."""
+    rows = np.loadtxt(root / BAG / "b1.txt")
+    sample = ShapeNetPart(root, "train", use_normals=True)[1]
+    for c in (0, 3):
+        np.testing.assert_array_equal(sample.points[:, c], rows[:, c].astype(np.float32))
+        np.testing.assert_array_equal(sample.points[:, c + 1], -rows[:, c + 2].astype(np.float32))
+        np.testing.assert_array_equal(sample.points[:, c + 2], rows[:, c + 1].astype(np.float32))
+    with pytest.raises(ValueError, match="up_axis"):
+        ShapeNetPart(root, "train", up_axis="x")
 
 
 def test_splits_and_category_filter(root):
