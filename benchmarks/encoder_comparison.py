@@ -94,6 +94,10 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "min": min(values), "max": max(values)}
 
 
+def _mean_minutes(seconds: Sequence[float]) -> float | None:
+    return sum(seconds) / len(seconds) / 60.0 if seconds else None
+
+
 def summarise(results: Sequence[dict]) -> list[dict]:
     """Per config: runs, seeds and, per metric, mean ± standard deviation (n − 1), min and max."""
     rows = []
@@ -105,7 +109,7 @@ def summarise(results: Sequence[dict]) -> list[dict]:
                 "runs": len(runs),
                 "seeds": [r["seed"] for r in runs],
                 "AP": {m: _stats([r["AP"][m] for r in runs]) for m in METRICS},
-                "train_min": sum(r["train_s"] for r in runs) / len(runs) / 60.0,
+                "train_min": _mean_minutes([r["train_s"] for r in runs if r.get("train_s") is not None]),
             }
         )
     return rows
