@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from perception.data.datamodules import DetectionDataModule
 from perception.data.kitti import KittiFormatError
 from perception.data.semantickitti import SemanticKittiFormatError
+from perception.data.shapes.errors import ShapeFormatError
 from perception.data.waymo import WaymoFormatError
 from perception.structures.segmentation import UnknownLabelError
 from perception.tasks.detection import DetectionTask
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DetectionCLI",
     "TaskCLI",
+    "check_shape_labels",
     "config_task",
     "error_message",
     "resolve_config_args",
@@ -50,6 +52,7 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
     WaymoFormatError,
     SemanticKittiFormatError,
     UnknownLabelError,
+    ShapeFormatError,
     ConfigError,
 )
 """The errors a tool reports as one line and exit status 2: missing data or config, malformed files."""
@@ -153,7 +156,8 @@ class TaskCLI(LightningCLI):
     and the IoU table of a segmentation task) and :class:`~perception.viz.wandb.WandbOccupancyLogger`
     (BEV strips and GIFs of an occupancy task's forecasts), each idle for other tasks and without a
     W&B logger. After
-    instantiation, values both sections name must agree (the class map, the occupancy grid).
+    instantiation, values both sections name must agree (the class map, the occupancy grid, a shape
+    task's class names or part taxonomy).
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -180,6 +184,7 @@ class TaskCLI(LightningCLI):
                 f"model.init_args.label_map ({task_map.name}) and data.init_args.label_map "
                 f"({data_map.name}) differ: the classifier would be trained on the wrong classes"
             )
+        check_shape_labels(self.model, self.datamodule)
         model_grid = getattr(getattr(self.model, "model", None), "grid", None)
         data_grid = getattr(self.datamodule, "grid", None)
         if model_grid is not None and data_grid is not None and model_grid != data_grid:
@@ -190,6 +195,29 @@ class TaskCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         _add_checkpoint(parser)
+
+
+def check_shape_labels(task: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    """The shape tasks' labels must be the data's: a classification task's ``class_names`` the data
+    module's (in label order), a part-segmentation task's ``taxonomy`` the data module's.
+
+    Raises:
+        ConfigError: naming both config keys and their values.
+    """
+    task_names, data_names = getattr(task, "class_names", None), getattr(datamodule, "class_names", None)
+    if task_names is not None and data_names is not None and list(task_names) != list(data_names):
+        raise ConfigError(
+            f"model.init_args.class_names {list(task_names)} and the classes of data.init_args.dataset "
+            f"({getattr(datamodule, 'dataset', '?')}) {list(data_names)} differ: the labels would name the "
+            "wrong classes"
+        )
+    task_parts, data_parts = getattr(task, "taxonomy", None), getattr(datamodule, "taxonomy", None)
+    if task_parts is not None and data_parts is not None and task_parts != data_parts:
+        raise ConfigError(
+            f"model.init_args.taxonomy ({task_parts.name}) and the taxonomy of data.init_args.dataset "
+            f"({getattr(datamodule, 'dataset', '?')}: {data_parts.name}) differ: the part ids would name "
+            "the wrong parts"
+        )
 
 
 def config_task(args: list[str]) -> str | None:

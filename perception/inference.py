@@ -22,7 +22,11 @@ predict through :class:`Predictor`, so a checkpoint means the same thing everywh
    (:class:`~perception.structures.Detections`, or per scan (N,) training ids) to prediction-writer
    callbacks or back to the caller. Loading never generates data: a segmentation data module's
    ``generate`` is turned off.
-4. **Occupancy.** :func:`occupancy_samples` takes samples of an occupancy config's validation split by
+4. **Shapes.** A :class:`~perception.tasks.classification.ClassificationTask` or
+   :class:`~perception.tasks.classification.PartSegmentationTask` config predicts a split of its shape
+   data module (``val`` and ``test`` are the module's held-out splits); a checkpoint trained for other
+   classes, or another part taxonomy, is refused.
+5. **Occupancy.** :func:`occupancy_samples` takes samples of an occupancy config's validation split by
    index (stacked sweeps and true grids with the label baselines) and :func:`predict_occupancy`
    forecasts them with the loaded task (for ``tools/visualize.py --sample``).
 
@@ -56,6 +60,7 @@ from perception.tasks.detection import DetectionTask
 from perception.tasks.segmentation import SegmentationTask
 
 __all__ = [
+    "SHAPE_KINDS",
     "InferenceError",
     "LoadedTask",
     "Predictor",
@@ -136,7 +141,9 @@ def _import_class(class_path: str, config: Path) -> type:
 def config_kind(config: Path) -> str:
     """The task a config trains: ``segmentation`` (its ``model.class_path`` a
     :class:`~perception.tasks.segmentation.SegmentationTask`), ``occupancy`` (an
-    :class:`~perception.tasks.occupancy.OccupancyTask`) or ``detection``; known before anything is built."""
+    :class:`~perception.tasks.occupancy.OccupancyTask`), ``classification`` / ``part_segmentation``
+    (the shape tasks of :mod:`perception.tasks.classification`) or ``detection``; known before anything
+    is built."""
     class_path = _named_class(read_config(config).get("model"))
     if class_path is not None:
         task_class = _import_class(class_path, config)
@@ -144,7 +151,24 @@ def config_kind(config: Path) -> str:
             return "segmentation"
         if _is_occupancy_task(task_class):
             return "occupancy"
+        shape = _shape_kind(task_class)
+        if shape is not None:
+            return shape
     return "detection"
+
+
+SHAPE_KINDS = ("classification", "part_segmentation")
+"""The kinds of the shape tasks (:mod:`perception.tasks.classification`)."""
+
+
+def _shape_kind(task_class: type) -> str | None:
+    """``classification`` / ``part_segmentation`` for (a subclass of) the shape tasks, known by name so
+    that other tasks never import them; else None."""
+    names = {"ClassificationTask": "classification", "PartSegmentationTask": "part_segmentation"}
+    for c in task_class.__mro__:
+        if c.__module__ == "perception.tasks.classification" and c.__name__ in names:
+            return names[c.__name__]
+    return None
 
 
 def _is_occupancy_task(task_class: type) -> bool:
@@ -165,7 +189,8 @@ def config_dataset(config: Path) -> str:
         dataset = (data.get("init_args") or {}).get("dataset")
         if dataset is not None:
             return str(dataset)
-        return "semantickitti" if config_kind(config) == "segmentation" else "kitti"
+        kind = config_kind(config)
+        return "semantickitti" if kind == "segmentation" else "synthetic" if kind in SHAPE_KINDS else "kitti"
     return str(data.get("dataset", "kitti"))
 
 
@@ -215,10 +240,13 @@ class LoadedTask:
     @property
     def kind(self) -> str:
         """``segmentation`` for a :class:`~perception.tasks.segmentation.SegmentationTask`, ``occupancy``
-        for an :class:`~perception.tasks.occupancy.OccupancyTask`, else ``detection``."""
+        for an :class:`~perception.tasks.occupancy.OccupancyTask`, ``classification`` /
+        ``part_segmentation`` for the shape tasks, else ``detection``."""
         if isinstance(self.task, SegmentationTask):
             return "segmentation"
-        return "occupancy" if _is_occupancy_task(type(self.task)) else "detection"
+        if _is_occupancy_task(type(self.task)):
+            return "occupancy"
+        return _shape_kind(type(self.task)) or "detection"
 
     @property
     def dataset(self) -> str:
@@ -290,7 +318,9 @@ def _section_args(
 
 
 def _check_classes(task: L.LightningModule, hparams: dict[str, Any], ckpt: Any, path: Path) -> None:
-    """Refuse a checkpoint trained for other classes (detection) or another class map (segmentation)."""
+    """Refuse a checkpoint trained for other classes (detection, classification), another class map
+    (segmentation) or another part taxonomy (part segmentation)."""
+    _check_taxonomy(task, hparams, ckpt, path)
     trained = hparams.get("class_names")
     if trained is not None and list(trained) != list(task.class_names):
         raise InferenceError(
@@ -307,6 +337,25 @@ def _check_classes(task: L.LightningModule, hparams: dict[str, Any], ckpt: Any, 
                 f"{ckpt} was trained with the class map {trained_map!r} {trained_names} but {path} "
                 f"names {config_map.name!r} {list(config_map.class_names)}"
             )
+
+
+def _check_taxonomy(task: L.LightningModule, hparams: dict[str, Any], ckpt: Any, path: Path) -> None:
+    """Refuse a part-segmentation checkpoint trained with another part taxonomy than the config's."""
+    trained, config_taxonomy = hparams.get("taxonomy"), getattr(task, "taxonomy", None)
+    if trained is None or config_taxonomy is None:
+        return
+    from perception.eval.shapes import part_taxonomy
+
+    try:
+        trained = part_taxonomy(trained)
+    except ValueError:  # a taxonomy this version no longer knows: the weights' shapes still check
+        return
+    if trained != config_taxonomy:
+        raise InferenceError(
+            f"{ckpt} was trained with the part taxonomy {trained.name!r} ({trained.num_categories} categories, "
+            f"{trained.num_parts} parts) but {path} names {config_taxonomy.name!r} "
+            f"({config_taxonomy.num_categories} categories, {config_taxonomy.num_parts} parts)"
+        )
 
 
 def load_task(
@@ -400,6 +449,10 @@ class Predictor:
         """
         if self.loaded.kind == "segmentation":
             return self._run_segmentation(frame_ids, split, sequences, callbacks, return_predictions)
+        if self.loaded.kind in SHAPE_KINDS:
+            if frame_ids is not None or sequences is not None or split_folder is not None:
+                raise InferenceError("shape tasks predict a split of their data module: pass split only")
+            return self._run_shapes(split, callbacks, return_predictions)
         if sequences is not None:
             raise InferenceError("sequences are chosen for segmentation; detection predicts frame_ids")
         datamodule = self.loaded.datamodule
@@ -436,6 +489,17 @@ class Predictor:
             seed=datamodule.seed,
             with_labels=None,
         )
+        return self._predict(callbacks, return_predictions, dataloaders=datamodule.predict_dataloader())
+
+    def _run_shapes(
+        self, split: str | None, callbacks: Sequence[Callback], return_predictions: bool
+    ) -> list | None:
+        """Every shape of ``split`` through the held-out transforms, in the dataset's order: ``val`` and
+        ``test`` are the data module's validation and test splits (ModelNet40 and the synthetic shapes
+        hold out one split for both), other names the dataset's own (``train``)."""
+        datamodule = self.loaded.datamodule
+        named = {"val": datamodule.val_split, "test": datamodule.test_split}
+        datamodule.predict_set = datamodule.make_dataset(named.get(split or "test", split), train=False)
         return self._predict(callbacks, return_predictions, dataloaders=datamodule.predict_dataloader())
 
     def _predict(self, callbacks: Sequence[Callback], return_predictions: bool, **source: Any) -> list | None:

@@ -2,7 +2,7 @@
 """Evaluate a checkpoint: KITTI result files and AP, a Waymo submission file and mAP/mAPH,
 SemanticKITTI prediction files and mIoU, or occupancy grids and the Waymo occupancy-flow metrics.
 
-    python tools/eval.py --ckpt PATH --data-root DIR [--config NAME.yaml] [--split val]
+    python tools/eval.py --ckpt PATH [--data-root DIR] [--config NAME.yaml] [--split val]
         [--split-folder training] [--frames ID ...] [--sequences NN ...] [--out DIR] [--batch-size N]
         [--num-workers N]
         [LightningCLI overrides: --trainer.precision 16-mixed, --model.model.init_args.head.init_args.score_threshold 0.05, ...]
@@ -50,6 +50,20 @@ grids go to ``OUT/{targets,predictions,baseline_<name>}.npz``
 (:class:`~perception.tasks.writers.OccupancyGridWriter`), which ``python -m
 perception.eval.occupancy OUT/targets.npz OUT/predictions.npz`` scores to the same numbers.
 
+**Shapes** (a config whose ``model.class_path`` is a
+:class:`~perception.tasks.classification.ClassificationTask` or
+:class:`~perception.tasks.classification.PartSegmentationTask`; ``--data-root`` optional, replacing
+the data module's ``root``, and unused by the synthetic shapes): every shape of the split (``--split
+val|test``: the data module's held-out splits, ``train`` the training shapes without augmentation) is
+predicted. Classification writes ``OUT/predictions.csv`` (``shape_id,predicted_class,score``) and
+``OUT/ground_truth.csv`` (``shape_id,label``), :class:`~perception.tasks.shape_writers.ClassificationCsvWriter`;
+part segmentation one file per shape with a global part id per line, ``OUT/predictions/<shape_id>.txt``
+and ``OUT/ground_truth/<shape_id>.txt`` (:class:`~perception.tasks.shape_writers.PartLabelWriter`).
+The written files are scored by :mod:`perception.eval.shapes` (the numbers ``python -m
+perception.eval.shapes classification|parts`` gives for them): a table of the overall and mean class
+accuracy and each class's (instance and class mIoU, each category's, point accuracy), and
+``OUT/metrics.json`` with the evaluator's keys (percent, ``null`` where undefined).
+
 ``OUT`` defaults to ``RUN/eval/<split>`` (``RUN/eval/sequences_08_09`` with ``--sequences``) for a
 checkpoint ``RUN/checkpoints/NAME.ckpt``. Exit status 0 on success, 2 on a usage or data error (a
 missing dataset says where data goes; a malformed file is named with its problem), printed as one line.
@@ -80,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ckpt", required=True, type=Path, help="checkpoint (.ckpt) or saved state dict")
     p.add_argument(
-        "--data-root", required=True, type=Path,
-        help="KITTI-layout, converted Waymo or (segmentation) SemanticKITTI-layout root",
+        "--data-root", type=Path,
+        help="KITTI-layout, converted Waymo or (segmentation) SemanticKITTI-layout root (required); shape "
+        "checkpoints: replaces the config's data root (optional)",
     )  # fmt: skip
     p.add_argument(
         "--config",
@@ -90,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--split", default="val",
-        help="ImageSets split (default val); segmentation: the data module's split, val or test",
+        help="ImageSets split (default val); segmentation: the data module's split, val or test; shapes: val, test or train",
     )  # fmt: skip
     p.add_argument(
         "--split-folder", default="training", help="folder of the scans: training (default) or testing"
@@ -342,10 +357,67 @@ def _missing_root(args: argparse.Namespace) -> EvalError:
     return EvalError(missing_dataset_message(args.data_root, args.split, args.split_folder))
 
 
+def _config_kind(args: argparse.Namespace) -> str | None:
+    """The kind of task the checkpoint's config trains (None: no readable config; loading says why)."""
+    from perception.inference import InferenceError, config_kind, find_config
+
+    try:
+        return config_kind(find_config(args.ckpt, args.config))
+    except InferenceError:
+        return None
+
+
+def run_shapes(args: argparse.Namespace, overrides: list[str], kind: str) -> dict:
+    """Shape data: prediction and ground-truth files of a split, scored from the files."""
+    from perception.data.io import atomic_write_text
+    from perception.eval import shapes
+    from perception.inference import Predictor, load_task
+    from perception.tasks.shape_writers import ClassificationCsvWriter, PartLabelWriter
+
+    if args.frames or args.sequences:
+        raise EvalError(
+            "shape checkpoints evaluate a split (--split val|test|train): --frames and --sequences do not apply"
+        )
+    out = args.out or default_out(args.ckpt, args.split)
+    loaded = load_task(
+        args.ckpt, args.config, overrides, data_root=args.data_root, out_dir=out,
+        batch_size=args.batch_size, num_workers=args.num_workers,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)
+    if kind == "classification":
+        pred, truth = out / "predictions.csv", out / "ground_truth.csv"
+        writer = ClassificationCsvWriter(str(pred), ground_truth_path=str(truth))
+    else:
+        pred, truth = out / "predictions", out / "ground_truth"
+        writer = PartLabelWriter(str(pred), ground_truth_dir=str(truth))
+    Predictor(loaded).run(split=args.split, callbacks=[writer], return_predictions=False)
+    n = len(loaded.datamodule.predict_set)
+    try:
+        if kind == "classification":
+            results = shapes.classification_from_files(truth, pred, loaded.task.class_names)
+            print(shapes.format_classification(results))
+        else:
+            results = shapes.part_segmentation_from_files(truth, pred, loaded.task.taxonomy)
+            print(shapes.format_part_segmentation(results))
+    except (OSError, ValueError) as err:
+        raise EvalError(f"evaluation failed: {err}") from err
+    atomic_write_text(out / "metrics.json", shapes.results_json(results))
+    print(
+        f"eval: {n} shapes; predictions in {pred}, ground truth in {truth}, metrics in {out / 'metrics.json'}"
+    )
+    return results
+
+
 def run(args: argparse.Namespace, overrides: list[str]) -> dict | None:
     """Predict (and evaluate); returns the metrics, or None when the split has no labels."""
-    from perception.inference import Predictor, load_task
+    from perception.inference import SHAPE_KINDS, Predictor, load_task
 
+    kind = _config_kind(args)
+    if kind in SHAPE_KINDS:
+        return run_shapes(args, overrides, kind)
+    if args.data_root is None:
+        raise EvalError("--data-root is required: the dataset root to evaluate the checkpoint on")
     if not args.data_root.exists():  # say where data goes before anything else can fail
         raise _missing_root(args)
     if args.sequences:
