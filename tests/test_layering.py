@@ -143,6 +143,11 @@ DATA_MODULES = (
     "perception.data.sequences",
     "perception.data.occupancy",
     "perception.data.occupancy_targets",
+    "perception.data.shapes",
+    "perception.data.shapes.modelnet",
+    "perception.data.shapes.shapenet_part",
+    "perception.data.shapes.synthetic",
+    "perception.data.shapes.datamodules",
 )
 
 # (id, modules imported in turn in one fresh interpreter, the rule each loaded module must meet)
@@ -161,6 +166,7 @@ CASES = [
             "perception.models.backbones.point2point",
             "perception.models.backbones.sparse_unet",
             "perception.models.occupancy",
+            "perception.models.pointnet",
         ),
         only("perception.models", "perception.ops", "perception.geometry", "perception.structures"),
     ),
@@ -175,6 +181,7 @@ CASES = [
             "perception.eval.base",
             "perception.eval.segmentation",
             "perception.eval.occupancy",
+            "perception.eval.shapes",
         ),
         eval_reads_formats,
     ),
@@ -185,6 +192,8 @@ CASES = [
             "perception.tasks.detection",
             "perception.tasks.occupancy",
             "perception.tasks.writers",
+            "perception.tasks.classification",
+            "perception.tasks.shape_writers",
         ),
         tasks_compose,
     ),
