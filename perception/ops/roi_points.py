@@ -3,7 +3,8 @@
 A two-stage detector's second stage looks at the raw points of each first-stage proposal (LiDAR
 R-CNN, PointRCNN's RoI point pool). :func:`roi_points` picks, for each RoI enlarged by a ratio and a
 margin, up to ``num_points`` of the points inside it, by a key: random (training) or a fixed hash of
-the point's coordinates (inference), so the choice does not depend on the order of the points. RoIs
+the point's coordinates (inference; points at the same coordinates, e.g. two returns, then by their
+other columns), so the choice does not depend on the order of the points. RoIs
 holding fewer points repeat them (a max-pool over the points does not notice). Finding the points in
 the RoIs runs a numba kernel on the CPU (points sorted by x once, each RoI scans the slab within its
 circumscribed radius) and tensor ops on other devices; both give the same (RoI, point) pairs.
@@ -116,8 +117,8 @@ def roi_points(
         enlarge_ratio, enlarge_margin: a point is in RoI r when, in the RoI's frame, each coordinate's
             magnitude is at most ``extent / 2 · enlarge_ratio + enlarge_margin`` (faces inclusive).
         generator: random keys come from it (``random=True``; a CPU generator).
-        random: choose the points at random (training); otherwise by a hash of their coordinates
-            (deterministic and independent of the points' order).
+        random: choose the points at random (training); otherwise by a hash of their coordinates,
+            equal hashes by the points' columns (deterministic and independent of the points' order).
 
     Returns:
         index: (R, P) int64 indices into ``points`` (0 where the RoI holds no point), on the points'
@@ -143,7 +144,12 @@ def roi_points(
         key = key.to(device)
     else:
         key = _coordinate_hash(xyz)[point_index]
-    order = torch.argsort(roi_index.double() * 2 + key)  # by RoI, then by key
+    order = torch.arange(point_index.numel(), device=device)
+    if not random:  # equal keys (points at the same x, y, z) by their columns, never by their order
+        values = points[point_index]
+        for col in range(points.shape[1] - 1, -1, -1):
+            order = order[torch.sort(values[order, col], stable=True).indices]
+    order = order[torch.sort((roi_index.double() * 2 + key)[order], stable=True).indices]  # by RoI, key
     point_index = point_index[order]
     count = torch.bincount(roi_index, minlength=r)
     start = torch.cumsum(count, 0) - count

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from perception.models.heads import CenterHead, HeadOutput, gaussian_radius
-from perception.models.heads.center_head import focal_loss
+from perception.models.heads.center_head import focal_loss, top_k_by_index
 from perception.structures import Detections
 
 RANGE = [0.0, -8.0, -3.0, 19.2, 8.0, 1.0]
@@ -201,3 +201,40 @@ def test_wrong_map_size_is_a_clear_error() -> None:
     head = make_head()
     with pytest.raises(ValueError, match="out_stride"):
         head(torch.randn(1, 8, 80, 96))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ties in decoding (found by tools/check_invariance.py: torch.topk's choice among equal scores moved
+# with rounding-level changes elsewhere in the map, so the same cloud in another point order decoded
+# to other boxes)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_by_index_is_a_stable_descending_sort(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(0, 5, (3, 200), generator=g).float()  # many ties
+    for k in (0, 1, 7, 100, 200):
+        got_values, got_index = top_k_by_index(values, k)
+        expected = torch.sort(values, dim=1, descending=True, stable=True)
+        assert torch.equal(got_values, expected.values[:, :k])
+        assert torch.equal(got_index, expected.indices[:, :k])
+
+
+def test_decode_takes_tied_cells_by_class_then_cell_whatever_the_rest_of_the_map() -> None:
+    head = make_head(nms_iou_threshold=None, pre_nms_top_k=5, score_threshold=0.0)
+    h, w = head.map_shape
+    heatmap = torch.full((1, 2, h, w), 1.0)  # every cell tied, as empty space is
+    heatmap[0, 1, 30, 30] = 4.0  # one peak: always first
+    reg = torch.zeros(1, 8, h, w)
+    reg[0, 7] = 1.0
+    maps = HeadOutput(heatmap, reg[:, :2], reg[:, 2:3], reg[:, 3:6], reg[:, 6:])
+    first = head.decode(maps)[0]
+    corners = torch.tensor([0.0, 1.0, 2.0, 3.0]) * head.cell_size[0] + head.point_cloud_range[0]
+    assert first.labels.tolist() == [1, 0, 0, 0, 0]
+    torch.testing.assert_close(first.boxes[1:, 0], corners)  # class 0, cells 0..3 of row 0 (offset 0)
+    for shift in (1e-7, -1e-7, 1e-3):  # rounding-level (or larger) changes away from the tied cells
+        other = heatmap.clone()
+        other[0, 1, 30, 30] += shift
+        other[0, 0, 10:20, 10:20] = 0.5
+        again = head.decode(HeadOutput(other, maps.offset, maps.z, maps.log_dims, maps.rot))[0]
+        assert torch.equal(again.boxes, first.boxes) and torch.equal(again.labels, first.labels)

@@ -2,7 +2,8 @@
 
 Both point-to-voxel encoders (:mod:`.pointnet`, :mod:`.pvt`) start the same way: voxelize the batch on
 its device with :func:`perception.ops.voxelize.dynamic_voxelize` (no caps: every point in the range
-belongs to its voxel), sort the points so each voxel's points are contiguous, and decorate every point
+belongs to its voxel), sort the points so each voxel's points are contiguous (and, within a voxel, in
+an order given by their values, not by where they came in: :func:`canonical_order`), and decorate every point
 with PointPillars' offsets. :class:`PointGroups` carries that grouping with the segment reductions the
 encoders need (sum, max, mean over each voxel's points, and broadcasting a voxel value back to its
 points), so variable numbers of points per voxel need **no padding**: a voxel is a run of rows.
@@ -20,7 +21,7 @@ import torch
 
 from perception.ops.voxelize import dynamic_voxelize
 
-__all__ = ["PointGroups", "group_points"]
+__all__ = ["PointGroups", "canonical_order", "group_points"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class PointGroups:
     """The points of a batch that fall in the grid, sorted so each voxel's points form one run of rows.
 
     Attributes:
-        points: (N', C) float, the input points inside the grid, sorted by voxel (stable: within a voxel,
-            input order). Columns as the input: x, y, z (metres, lidar frame), then attributes.
+        points: (N', C) float, the input points inside the grid, sorted by voxel, within a voxel by
+            :func:`canonical_order` (x, then a hash of the whole row; not the input order, so sums over
+            a voxel run in the same order for any permutation of the input). Columns as the input:
+            x, y, z (metres, lidar frame), then attributes.
         voxel: (N',) int64, each point's voxel, non-decreasing, in ``[0, V)``.
         num_points: (V,) int64, the points of each voxel (>= 1); sums to N'.
         coords: (V, 4) int32 ``[b, z, y, x]``, sorted by ``(b, z, y, x)``.
@@ -104,6 +107,35 @@ class _Broadcast(torch.autograd.Function):
         return torch.segment_reduce(grad, "sum", lengths=num_points, axis=0, unsafe=True), None, None
 
 
+def canonical_order(points: torch.Tensor, voxel: torch.Tensor) -> torch.Tensor:
+    """An order of the points by voxel, within a voxel by x, then by a 31-bit hash of the whole row.
+
+    The order is a function of the rows' values, not of their positions: permuting the input permutes
+    the result's indices but not the rows they pick (equal rows are interchangeable; two different rows
+    of one voxel with the same x and the same hash, a 2**-31 chance, would keep their input order). So
+    the segment sums and means over a voxel add the same numbers in the same order whatever the input
+    order, and the encoders' features are bitwise the same for any permutation of a cloud.
+
+    Args:
+        points: (N, C) float, x first.
+        voxel: (N,) int64, each point's voxel (>= 0).
+
+    Returns:
+        (N,) int64 indices into ``points``.
+    """
+    if points.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=points.device)
+    words = points.detach().float().contiguous().view(torch.int32).long() & 0xFFFFFFFF  # (N, C) float32 bits
+    x = words[:, 0]
+    x_key = torch.where(x >= 1 << 31, x ^ 0xFFFFFFFF, x | (1 << 31))  # unsigned, ordered as the floats
+    h = torch.full_like(x, 0x811C9DC5)
+    for c in range(words.shape[1]):  # FNV-1a over the row's 32-bit words
+        h = ((h ^ words[:, c]) * 0x01000193) & 0xFFFFFFFF
+    h = (h ^ (h >> 16)) & 0x7FFFFFFF
+    order = torch.sort((x_key << 31) | h, stable=True).indices
+    return order[torch.sort(voxel[order], stable=True).indices]
+
+
 def group_points(
     points: torch.Tensor,
     batch_index: torch.Tensor,
@@ -121,15 +153,15 @@ def group_points(
         batch_size: B; by default ``batch_index.max() + 1`` (a device sync), or 1 for no points.
 
     Returns:
-        A :class:`PointGroups`. Permuting the input points (with their batch indices) permutes only
-        the order of points within each voxel's run; voxels and their coordinates stay the same.
+        A :class:`PointGroups`. Permuting the input points (with their batch indices) changes nothing:
+        voxels, their coordinates and each voxel's run of points come out the same.
     """
     if batch_size is None:
         batch_size = int(batch_index.max()) + 1 if batch_index.numel() else 1
     dyn = dynamic_voxelize(points, voxel_size, point_cloud_range, batch_index)
     inside = (dyn.point_voxel >= 0).nonzero().squeeze(1)
     voxel = dyn.point_voxel[inside]
-    order = torch.sort(voxel, stable=True).indices
+    order = canonical_order(points[inside], voxel)
     index = inside[order]
     return PointGroups(
         points=points[index],

@@ -18,9 +18,10 @@ clamped to [1e-4, 1 - 1e-4], summed and divided by the number of objects) plus
 ``regression_weight`` × Σ_dims ``code_weights`` · L1 at the centre cells / number of objects.
 
 Decoding (:meth:`CenterHead.decode`): sigmoid heatmap (optionally only 3×3 local maxima), the top
-``pre_nms_top_k`` (class, cell) pairs per sample over ``score_threshold``, boxes from the regression at
-those cells, then rotated BEV NMS per class (:func:`perception.ops.iou3d.nms_bev`) and the best
-``post_nms_top_k``.
+``pre_nms_top_k`` (class, cell) pairs per sample over ``score_threshold`` (equal scores taken by
+ascending class, then cell: :func:`top_k_by_index`, so the boxes do not hang on ``torch.topk``'s
+tie-breaking), boxes from the regression at those cells, then rotated BEV NMS per class
+(:func:`perception.ops.iou3d.nms_bev`) and the best ``post_nms_top_k``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "class_thresholds",
     "gaussian_radius",
     "select_detections",
+    "top_k_by_index",
 ]
 
 # Regression channels in the order of ``HeadOutput.regression()`` and ``CenterTargets.regression``.
@@ -127,6 +129,34 @@ def select_detections(
         boxes, scores, labels = boxes[index], scores[index], labels[index]
     order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
     return Detections(boxes[order].float(), scores[order].float(), labels[order].long())
+
+
+def top_k_by_index(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values.topk(k, dim=1)`` with ties broken by the lower index, on any device.
+
+    ``torch.topk`` leaves the choice among equal values to its algorithm, which depends on the other
+    values: two score maps equal in their tied cells but a rounding apart elsewhere (the same cloud in
+    another point order) could pick different tied cells, hence different boxes. Here the cells kept
+    and their order are a function of the values alone: every value above the k-th largest, then the
+    equal ones by ascending index; the result by descending value, equal values by ascending index.
+
+    Args:
+        values: (B, M) float, no NaN.
+        k: 0 <= k <= M.
+
+    Returns:
+        (B, k) values and (B, k) int64 indices into ``values``' rows.
+    """
+    if k == 0:
+        return values[:, :0], torch.zeros(values.shape[0], 0, dtype=torch.long, device=values.device)
+    kth = values.topk(k, dim=1).values[:, -1:]  # (B, 1)
+    above, tied = values > kth, values == kth
+    need = k - above.sum(1, keepdim=True)  # tied cells to take, lowest indices first
+    keep = above | (tied & (tied.cumsum(1) <= need))
+    index = keep.nonzero()[:, 1].view(values.shape[0], k)  # ascending per row
+    kept = values.gather(1, index)
+    order = torch.sort(kept, dim=1, descending=True, stable=True).indices
+    return kept.gather(1, order), index.gather(1, order)
 
 
 def gaussian_radius(length: torch.Tensor, width: torch.Tensor, min_overlap: float = 0.1) -> torch.Tensor:
@@ -388,7 +418,7 @@ class CenterHead(nn.Module):
         if self.peak_max_pool:
             scores = scores * (scores == F.max_pool2d(scores, 3, stride=1, padding=1))
         b, k, h, w = scores.shape
-        top_scores, top_index = scores.flatten(1).topk(min(self.pre_nms_top_k, k * h * w), dim=1)
+        top_scores, top_index = top_k_by_index(scores.flatten(1), min(self.pre_nms_top_k, k * h * w))
         labels, cell = top_index // (h * w), top_index % (h * w)
         reg = output.regression().float().flatten(2)  # (B, 8, H'W')
         reg = torch.gather(reg, 2, cell.unsqueeze(1).expand(-1, reg.shape[1], -1)).transpose(
