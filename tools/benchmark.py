@@ -17,6 +17,9 @@
     python tools/benchmark.py occupancy_metric    # Waymo occupancy-flow metrics, 1,000 × 8 × 256² vs a NumPy peer
     python tools/benchmark.py occupancy           # Point2Point vs the BEV baseline forecaster: forward ms, training samples/s
     python tools/benchmark.py shapes              # OFF read + area-weighted surface sampling vs trimesh
+    python tools/benchmark.py pointnet [--peer /path/to/pointnet.pytorch]
+                                                  # PointNet classifier: eval forward and train step ms,
+                                                  # ours alone or beside fxia22's PointNetCls (local copy)
     python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
                                                   # detector inference, s/frame on the real KITTI scans
     python tools/benchmark.py all [--json OUT]
@@ -125,6 +128,12 @@ def bench_shapes() -> list[dict]:
     return run()
 
 
+def bench_pointnet(peer: Path | None = None) -> list[dict]:
+    from benchmarks.pointnet import bench_pointnet as run
+
+    return run(peer)  # the peer is imported from the user's copy only when given
+
+
 def bench_detector(args: argparse.Namespace) -> list[dict]:
     from benchmarks.detector import bench_detector as run
 
@@ -168,6 +177,10 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
         "OFF mesh read + surface sampling vs trimesh, 82 k and 328 k faces (median of 5)",
         lambda a: bench_shapes(),
     ),
+    "pointnet": (
+        "PointNet classifier, 32 × 1024 points, float32, 2 threads (best/median of 3); --peer: fxia22 PointNetCls",
+        lambda a: bench_pointnet(a.peer),
+    ),
 }
 GROUPS = {"ops": ["hilbert", "voxelize", "sparse", "iou"], "all": list(SECTIONS)}
 
@@ -200,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         "--hilbertsfc",
         type=Path,
         help="hilbert: time against a local HilbertSFC source copy instead of the default peers",
+    )
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        help="pointnet: time beside fxia22/pointnet.pytorch's PointNetCls from this local copy",
     )
     args = parser.parse_args(argv)
     results: dict[str, list[dict]] = {}
