@@ -13,17 +13,13 @@ resumes. :func:`summarise` gives mean ± standard deviation and min–max per co
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import REPO
-from benchmarks.order_ablation import read_last_validation
+from benchmarks.runs import load_result, read_last_validation, save_result, train_run
 
 __all__ = ["METRICS", "paired_differences", "run_comparison", "summarise"]
 
@@ -46,43 +42,22 @@ def run_comparison(
         for config in configs:
             name = Path(config).stem
             run_dir = out / f"{name}-seed{seed}"
-            result_file = run_dir / "result.json"
-            if result_file.is_file():
-                results.append(json.loads(result_file.read_text()))
+            done = load_result(run_dir)
+            if done is not None:
+                results.append(done)
                 log(f"{name} seed {seed}: done before")
                 continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            cmd = [
-                python,
-                str(REPO / "tools" / "train.py"),
-                "fit",
-                "--config",
-                config,
-                "--seed_everything",
-                str(seed),
-                "--data.seed",
-                str(seed),
-                "--trainer.default_root_dir",
-                str(run_dir),
-                "--trainer.logger.init_args.save_dir",
-                str(run_dir),
-                *overrides,
-            ]
-            log(f"{name} seed {seed}: training ({' '.join(cmd[2:])})")
-            t0 = time.perf_counter()
-            with (run_dir / "train.log").open("w") as logfile:
-                subprocess.run(cmd, check=True, cwd=REPO, stdout=logfile, stderr=subprocess.STDOUT)
+            args = ["--seed_everything", str(seed), "--data.seed", str(seed), *overrides]
+            seconds = train_run(run_dir, config, args, python, log, label=f"{name} seed {seed}")
             metrics = read_last_validation(run_dir, key="val/Car_3d/moderate_R40")
             result = {
                 "config": config,
                 "seed": seed,
                 "AP": {m: metrics[f"val/{m}/moderate_R40"] for m in METRICS},
-                "train_s": time.perf_counter() - t0,
+                "train_s": seconds,
                 "overrides": list(overrides),
             }
-            tmp = result_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(result, indent=1) + "\n")
-            tmp.replace(result_file)
+            save_result(run_dir, result)
             results.append(result)
             log(f"{name} seed {seed}: " + ", ".join(f"{m} {v:.1f}" for m, v in result["AP"].items()))
     return results

@@ -11,35 +11,15 @@ killed ablation resumes. :func:`summarise` gives mean ± standard deviation and 
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import REPO
+from benchmarks.runs import load_result, read_last_validation, save_result, train_run
 
 __all__ = ["read_last_validation", "run_ablation", "summarise"]
-
-
-def read_last_validation(run_dir: Path, key: str = "val/mIoU") -> dict[str, float]:
-    """The last row with ``key`` of the newest ``metrics.csv`` under ``run_dir``: ``{key: value}``
-    for every ``val/...`` column that row fills (``val/mIoU``, ``val/IoU/<class>``, ``val/accuracy``)."""
-    logs = sorted(run_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
-    if not logs:
-        raise FileNotFoundError(f"{run_dir}: no metrics.csv (did the run validate?)")
-    last: dict[str, float] | None = None
-    with logs[-1].open() as f:
-        for row in csv.DictReader(f):
-            if row.get(key):
-                last = {k: float(v) for k, v in row.items() if k.startswith("val/") and v != ""}
-    if last is None:
-        raise ValueError(f"{logs[-1]}: no validation row with {key}")
-    return last
 
 
 def run_ablation(
@@ -57,47 +37,34 @@ def run_ablation(
     for seed in seeds:
         for order in orders:
             run_dir = out / f"{order}-seed{seed}"
-            result_file = run_dir / "result.json"
-            if result_file.is_file():
-                results.append(json.loads(result_file.read_text()))
-                log(f"{order} seed {seed}: done before, mIoU {results[-1]['mIoU']:.1f}")
+            done = load_result(run_dir)
+            if done is not None:
+                results.append(done)
+                log(f"{order} seed {seed}: done before, mIoU {done['mIoU']:.1f}")
                 continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            cmd = [
-                python,
-                str(REPO / "tools" / "train.py"),
-                "fit",
-                "--config",
-                config,
+            args = [
                 "--seed_everything",
                 str(seed),
                 "--data.init_args.seed",
                 str(seed),
                 "--model.init_args.backbone.init_args.order",
                 order,
-                "--trainer.default_root_dir",
-                str(run_dir),
-                "--trainer.logger.init_args.save_dir",
-                str(run_dir),
                 *overrides,
             ]
-            log(f"{order} seed {seed}: training ({' '.join(cmd[2:])})")
-            t0 = time.perf_counter()
-            with (run_dir / "train.log").open("w") as logfile:
-                subprocess.run(cmd, check=True, cwd=REPO, stdout=logfile, stderr=subprocess.STDOUT)
+            seconds = train_run(run_dir, config, args, python, log, label=f"{order} seed {seed}")
             metrics = read_last_validation(run_dir)
             result = {
                 "order": order,
                 "seed": seed,
                 "mIoU": metrics["val/mIoU"],
-                "IoU": {k.removeprefix("val/IoU/"): v for k, v in metrics.items() if k.startswith("val/IoU/")},
-                "train_s": time.perf_counter() - t0,
+                "IoU": {
+                    k.removeprefix("val/IoU/"): v for k, v in metrics.items() if k.startswith("val/IoU/")
+                },
+                "train_s": seconds,
                 "overrides": list(overrides),
                 "config": config,
             }
-            tmp = result_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(result, indent=1) + "\n")
-            tmp.replace(result_file)
+            save_result(run_dir, result)
             results.append(result)
             log(f"{order} seed {seed}: mIoU {result['mIoU']:.1f} in {result['train_s']:.0f} s")
     return results
