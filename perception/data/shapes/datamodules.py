@@ -74,37 +74,50 @@ class _ShapeDataModule(EpochDataModule):
     preload = ("lightning", "perception.data.shapes.datamodules", "trimesh.creation")
     collate_fn = staticmethod(collate_point_sets)
 
-    def _init_loading(
-        self,
-        dataset: str,
-        choices: tuple[str, ...],
-        batch_size: int,
-        val_batch_size: int | None,
-        seed: int,
-        num_workers: int,
-        pin_memory: bool,
-        persistent_workers: bool,
-        multiprocessing_context: str | None,
-    ) -> None:
-        if dataset not in choices:
-            raise ValueError(f"dataset must be one of {choices}, got {dataset!r}")
+    def _init_common(self, choices: tuple[str, ...]) -> None:
+        """Check and keep the arguments both modules take, read from ``hparams`` (so call it right after
+        ``save_hyperparameters``)."""
+        hp = self.hparams
+        if hp.dataset not in choices:
+            raise ValueError(f"dataset must be one of {choices}, got {hp.dataset!r}")
+        batch_size, val_batch_size, num_workers = hp.batch_size, hp.val_batch_size, hp.num_workers
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1) or num_workers < 0:
             raise ValueError(
                 f"need batch sizes >= 1 and num_workers >= 0, got {batch_size}, {val_batch_size}, {num_workers}"
             )
+        if hp.num_points < 1 or hp.num_train < 0 or hp.num_val < 0:
+            raise ValueError(
+                f"need num_points >= 1 and sizes >= 0, got {hp.num_points}, {hp.num_train}, {hp.num_val}"
+            )
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
-        self.seed = seed
+        self.seed = hp.seed
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.multiprocessing_context = multiprocessing_context
+        self.pin_memory = hp.pin_memory
+        self.persistent_workers = hp.persistent_workers
+        self.multiprocessing_context = hp.multiprocessing_context
         self.train_set: EpochDataset | None = None
         self.val_set: EpochDataset | None = None
         self.test_set: EpochDataset | None = None
         self.predict_set: EpochDataset | None = None
         self._epoch = 0
         self._train_sampler: EpochSampler | None = None
+        self.dataset = hp.dataset
+        self.root = hp.root if hp.root is not None else DEFAULT_ROOTS.get(hp.dataset)
+        self.num_points, self.use_normals = hp.num_points, hp.use_normals
+        self.num_train, self.num_val = hp.num_train, hp.num_val
+        self.augment, self.occlusion = hp.augment, hp.occlusion
+
+    def _synthetic_args(self, split: str, transforms: list[ShapeTransform]) -> dict:
+        """The keyword arguments of a synthetic set of ``split``."""
+        return {
+            "num_shapes": self.num_train if split == "train" else self.num_val,
+            "num_points": self.num_points,
+            "use_normals": self.use_normals,
+            "seed": self.seed,
+            "transforms": transforms,
+            "occlusion": self.occlusion,
+        }
 
     def make_dataset(self, split: str, train: bool) -> EpochDataset:
         raise NotImplementedError
@@ -168,25 +181,8 @@ class ShapeClassificationDataModule(_ShapeDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self._init_loading(
-            dataset,
-            CLASSIFICATION_DATASETS,
-            batch_size,
-            val_batch_size,
-            seed,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            multiprocessing_context,
-        )
-        if num_points < 1 or num_train < 0 or num_val < 0:
-            raise ValueError(f"need num_points >= 1 and sizes >= 0, got {num_points}, {num_train}, {num_val}")
         self.save_hyperparameters()
-        self.dataset = dataset
-        self.root = root if root is not None else DEFAULT_ROOTS.get(dataset)
-        self.num_points, self.use_normals = num_points, use_normals
-        self.num_train, self.num_val = num_train, num_val
-        self.augment, self.occlusion = augment, occlusion
+        self._init_common(CLASSIFICATION_DATASETS)
         self.cache_dir = cache_dir
         self.val_split = self.test_split = "test"
         self._class_names: tuple[str, ...] | None = None
@@ -214,15 +210,7 @@ class ShapeClassificationDataModule(_ShapeDataModule):
         """The set of ``split`` (``train`` or ``test``) with the training or the held-out transforms."""
         transforms = self.train_transforms() if train else self.val_transforms()
         if self.dataset == "synthetic":
-            return SyntheticShapes(
-                split,
-                num_shapes=self.num_train if split == "train" else self.num_val,
-                num_points=self.num_points,
-                use_normals=self.use_normals,
-                seed=self.seed,
-                transforms=transforms,
-                occlusion=self.occlusion,
-            )
+            return SyntheticShapes(split, **self._synthetic_args(split, transforms))
         from perception.data.shapes.modelnet import ModelNet40H5, ModelNet40Off
 
         root = str(self.root)
@@ -284,31 +272,14 @@ class PartSegmentationDataModule(_ShapeDataModule):
         occlusion: bool = True,
     ) -> None:
         super().__init__()
-        self._init_loading(
-            dataset,
-            PART_DATASETS,
-            batch_size,
-            val_batch_size,
-            seed,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            multiprocessing_context,
-        )
-        if num_points < 1 or num_train < 0 or num_val < 0:
-            raise ValueError(f"need num_points >= 1 and sizes >= 0, got {num_points}, {num_train}, {num_val}")
         self.save_hyperparameters()
-        self.dataset = dataset
-        self.root = root if root is not None else DEFAULT_ROOTS.get(dataset)
-        self.num_points, self.use_normals = num_points, use_normals
+        self._init_common(PART_DATASETS)
         self.categories = None if categories is None else [str(c) for c in categories]
         unknown = [c for c in self.categories or () if c not in self.taxonomy.categories]
         if unknown:
             raise ValueError(
                 f"unknown categories {unknown}; {self.taxonomy.name} has {self.taxonomy.categories}"
             )
-        self.num_train, self.num_val = num_train, num_val
-        self.augment, self.occlusion = augment, occlusion
         self.val_split, self.test_split = ("test", "test") if dataset == "synthetic" else ("val", "test")
 
     @property
@@ -340,14 +311,7 @@ class PartSegmentationDataModule(_ShapeDataModule):
         transforms = self.train_transforms() if train else self.val_transforms()
         if self.dataset == "synthetic":
             return SyntheticPartShapes(
-                split,
-                num_shapes=self.num_train if split == "train" else self.num_val,
-                num_points=self.num_points,
-                use_normals=self.use_normals,
-                seed=self.seed,
-                transforms=transforms,
-                occlusion=self.occlusion,
-                categories=self.categories,
+                split, categories=self.categories, **self._synthetic_args(split, transforms)
             )
         from perception.data.shapes.shapenet_part import ShapeNetPart
 
