@@ -47,7 +47,7 @@ float32 rounding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -337,6 +337,22 @@ def _given(transform: torch.Tensor | None, name: str, batch: int) -> torch.Tenso
     raise ValueError(f"transforms_from holds {len(transform)} {name} transforms for a batch of {batch}")
 
 
+def _head(
+    body: Callable[[int, Sequence[int]], nn.Module],
+    in_channels: int,
+    channels: Sequence[int],
+    dropout: float,
+    num_outputs: int,
+) -> nn.Sequential:
+    """A network's head: ``body`` (:func:`fc_stack` or :class:`SharedMLP`) of widths ``channels`` →
+    dropout ``dropout`` → a linear layer to ``num_outputs``."""
+    return nn.Sequential(
+        body(in_channels, channels),
+        nn.Dropout(dropout),
+        nn.Linear(channels[-1] if channels else in_channels, num_outputs),
+    )
+
+
 class PointNetClassifier(nn.Module):
     """PointNet classification network: (B, N, C) point sets → (B, num_classes) logits.
 
@@ -371,21 +387,9 @@ class PointNetClassifier(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
-        self.features = PointNetFeatures(
-            in_channels,
-            input_transform,
-            feature_transform,
-            normals,
-            local_channels,
-            global_channels,
-            tnet_channels,
-            tnet_fc_channels,
-        )
-        self.head = nn.Sequential(
-            fc_stack(self.features.out_channels, head_channels),
-            nn.Dropout(dropout),
-            nn.Linear(head_channels[-1] if head_channels else self.features.out_channels, num_classes),
-        )
+        widths = (local_channels, global_channels, tnet_channels, tnet_fc_channels)
+        self.features = PointNetFeatures(in_channels, input_transform, feature_transform, normals, *widths)
+        self.head = _head(fc_stack, self.features.out_channels, head_channels, dropout, num_classes)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C) float32 point sets → (B, num_classes) logits."""
@@ -443,22 +447,10 @@ class PointNetPartSegmenter(nn.Module):
             raise ValueError(f"num_parts and num_categories must be >= 1, got {num_parts}, {num_categories}")
         self.num_parts = int(num_parts)
         self.num_categories = int(num_categories)
-        self.features = PointNetFeatures(
-            in_channels,
-            input_transform,
-            feature_transform,
-            normals,
-            local_channels,
-            global_channels,
-            tnet_channels,
-            tnet_fc_channels,
-        )
+        widths = (local_channels, global_channels, tnet_channels, tnet_fc_channels)
+        self.features = PointNetFeatures(in_channels, input_transform, feature_transform, normals, *widths)
         width = self.features.local_channels + self.features.out_channels + num_categories
-        self.head = nn.Sequential(
-            SharedMLP(width, head_channels),
-            nn.Dropout(dropout),
-            nn.Linear(head_channels[-1] if head_channels else width, num_parts),
-        )
+        self.head = _head(SharedMLP, width, head_channels, dropout, num_parts)
 
     def forward(self, points: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         """(B, N, C) float32 point sets and (B,) int64 category indices → (B, N, num_parts) logits."""
