@@ -23,7 +23,7 @@ epoch) or ``constant``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +42,7 @@ from perception.eval.shapes import (
 from perception.models.pointnet import orthogonality_loss
 from perception.structures.shapes import PartTaxonomy, PointSetBatch
 from perception.tasks.evaluation import finish_evaluation
-from perception.tasks.schedule import adamw_one_cycle
+from perception.tasks.schedule import adamw_one_cycle_from_hparams
 
 __all__ = [
     "ClassPrediction",
@@ -139,6 +139,54 @@ class _ShapeTask(L.LightningModule):
         else:
             self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=n, sync_dist=True)
 
+    def _init_model(
+        self,
+        model: nn.Module,
+        evaluators: Sequence[nn.Module] | None,
+        default: Callable[[], nn.Module],
+        bind_to: Any,
+    ) -> None:
+        """Keep the model and the evaluators (``[default()]`` where None), each bound to ``bind_to`` (the
+        class names or the taxonomy)."""
+        self.model = model
+        self.evaluators = nn.ModuleList(evaluators if evaluators is not None else [default()])
+        for evaluator in self.evaluators:
+            evaluator.bind(bind_to)
+        self.last_metrics: dict[str, float] = {}
+
+    def _inputs(self, batch: PointSetBatch) -> tuple[torch.Tensor, ...]:
+        """What the model takes of ``batch``."""
+        raise NotImplementedError
+
+    def _train_accuracy(self, logits: torch.Tensor, batch: PointSetBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _evaluate(self, logits: torch.Tensor, batch: PointSetBatch) -> list:
+        """The batch's predictions, the evaluators updated with them."""
+        raise NotImplementedError
+
+    def training_step(self, batch: PointSetBatch, batch_idx: int) -> torch.Tensor:
+        logits, transform = self._with_aux(*self._inputs(batch))
+        losses = self.loss(logits, transform, batch)
+        self._log_losses("train", losses, batch)
+        self.log("train/accuracy", 100.0 * self._train_accuracy(logits, batch), batch_size=len(batch))
+        return losses["loss"]
+
+    def _evaluation_step(self, batch: PointSetBatch, stage: str) -> list:
+        logits, transform = self._with_aux(*self._inputs(batch))
+        self._log_losses(stage, self.loss(logits, transform, batch), batch)
+        return self._evaluate(logits, batch)
+
+    def validation_step(self, batch: PointSetBatch, batch_idx: int) -> list:
+        """The batch's predictions, one per shape (writers reuse them)."""
+        return self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: PointSetBatch, batch_idx: int) -> list:
+        return self._evaluation_step(batch, "test")
+
+    def predict_step(self, batch: PointSetBatch, batch_idx: int) -> list:
+        return self.predictions(self(*self._inputs(batch)), batch)
+
     def on_validation_epoch_end(self) -> None:
         self.last_metrics = finish_evaluation(self, self.evaluators, "val")
 
@@ -148,9 +196,7 @@ class _ShapeTask(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         if hp.scheduler == "one_cycle":
-            return adamw_one_cycle(
-                self, self.parameters(), hp.lr, hp.weight_decay, hp.pct_start, hp.div_factor
-            )
+            return adamw_one_cycle_from_hparams(self)
         optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "constant":
             return optimizer
@@ -223,11 +269,7 @@ class ClassificationTask(_ShapeTask):
             )
         self.hparams["class_names"] = names  # resolved, so a checkpoint says exactly what it was trained for
         self.class_names = names
-        self.model = model
-        self.evaluators = nn.ModuleList(evaluators if evaluators is not None else [ClassificationEvaluator()])
-        for evaluator in self.evaluators:
-            evaluator.bind(names)
-        self.last_metrics: dict[str, float] = {}
+        self._init_model(model, evaluators, ClassificationEvaluator, names)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C) points → (B, K) class logits."""
@@ -248,30 +290,16 @@ class ClassificationTask(_ShapeTask):
             for shape_id, label, p in zip(batch.shape_ids, labels, probabilities, strict=True)
         ]
 
-    def training_step(self, batch: PointSetBatch, batch_idx: int) -> torch.Tensor:
-        logits, transform = self._with_aux(batch.points)
-        losses = self.loss(logits, transform, batch)
-        self._log_losses("train", losses, batch)
-        accuracy = (logits.detach().argmax(-1) == batch.labels).float().mean()
-        self.log("train/accuracy", 100.0 * accuracy, batch_size=len(batch))
-        return losses["loss"]
+    def _inputs(self, batch: PointSetBatch) -> tuple[torch.Tensor, ...]:
+        return (batch.points,)
 
-    def _evaluation_step(self, batch: PointSetBatch, stage: str) -> list[ClassPrediction]:
-        logits, transform = self._with_aux(batch.points)
-        self._log_losses(stage, self.loss(logits, transform, batch), batch)
+    def _train_accuracy(self, logits: torch.Tensor, batch: PointSetBatch) -> torch.Tensor:
+        return (logits.detach().argmax(-1) == batch.labels).float().mean()
+
+    def _evaluate(self, logits: torch.Tensor, batch: PointSetBatch) -> list[ClassPrediction]:
         for evaluator in self.evaluators:
             evaluator.update(logits.detach(), batch.labels)
         return self.predictions(logits, batch)
-
-    def validation_step(self, batch: PointSetBatch, batch_idx: int) -> list[ClassPrediction]:
-        """The batch's predictions, one per shape (writers reuse them)."""
-        return self._evaluation_step(batch, "val")
-
-    def test_step(self, batch: PointSetBatch, batch_idx: int) -> list[ClassPrediction]:
-        return self._evaluation_step(batch, "test")
-
-    def predict_step(self, batch: PointSetBatch, batch_idx: int) -> list[ClassPrediction]:
-        return self.predictions(self(batch.points), batch)
 
 
 class PartSegmentationTask(_ShapeTask):
@@ -327,17 +355,11 @@ class PartSegmentationTask(_ShapeTask):
                     f"has {expected}"
                 )
         self.class_names = list(self.taxonomy.categories)
-        self.model = model
         self.register_buffer("part_mask", torch.from_numpy(self.taxonomy.part_mask()), persistent=False)
         self.register_buffer(
             "part_category", torch.from_numpy(self.taxonomy.part_category()), persistent=False
         )
-        self.evaluators = nn.ModuleList(
-            evaluators if evaluators is not None else [PartSegmentationEvaluator()]
-        )
-        for evaluator in self.evaluators:
-            evaluator.bind(self.taxonomy)
-        self.last_metrics: dict[str, float] = {}
+        self._init_model(model, evaluators, PartSegmentationEvaluator, self.taxonomy)
 
     def forward(self, points: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         """(B, N, C) points and (B,) category indices → (B, N, P) part logits (all parts)."""
@@ -377,29 +399,15 @@ class PartSegmentationTask(_ShapeTask):
             for shape_id, c, p in zip(batch.shape_ids, batch.labels.tolist(), parts, strict=True)
         ]
 
-    def training_step(self, batch: PointSetBatch, batch_idx: int) -> torch.Tensor:
-        logits, transform = self._with_aux(batch.points, batch.labels)
-        losses = self.loss(logits, transform, batch)
-        self._log_losses("train", losses, batch)
-        accuracy = (self.predict_parts(logits, batch.labels) == batch.part_labels).float().mean()
-        self.log("train/accuracy", 100.0 * accuracy, batch_size=len(batch))
-        return losses["loss"]
+    def _inputs(self, batch: PointSetBatch) -> tuple[torch.Tensor, ...]:
+        return batch.points, batch.labels
 
-    def _evaluation_step(self, batch: PointSetBatch, stage: str) -> list[PartPrediction]:
-        logits, transform = self._with_aux(batch.points, batch.labels)
-        self._log_losses(stage, self.loss(logits, transform, batch), batch)
+    def _train_accuracy(self, logits: torch.Tensor, batch: PointSetBatch) -> torch.Tensor:
+        return (self.predict_parts(logits, batch.labels) == batch.part_labels).float().mean()
+
+    def _evaluate(self, logits: torch.Tensor, batch: PointSetBatch) -> list[PartPrediction]:
         predictions = self.predictions(logits, batch)
         parts = torch.stack([p.parts for p in predictions])
         for evaluator in self.evaluators:
             evaluator.update(parts, batch.part_labels, batch.labels)
         return predictions
-
-    def validation_step(self, batch: PointSetBatch, batch_idx: int) -> list[PartPrediction]:
-        """The batch's predictions, one per shape (writers reuse them)."""
-        return self._evaluation_step(batch, "val")
-
-    def test_step(self, batch: PointSetBatch, batch_idx: int) -> list[PartPrediction]:
-        return self._evaluation_step(batch, "test")
-
-    def predict_step(self, batch: PointSetBatch, batch_idx: int) -> list[PartPrediction]:
-        return self.predictions(self(batch.points, batch.labels), batch)

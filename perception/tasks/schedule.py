@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import lightning as L
 import torch
 
-__all__ = ["adamw_one_cycle"]
+__all__ = ["adamw_one_cycle", "adamw_one_cycle_from_hparams"]
 
 
 def adamw_one_cycle(
@@ -31,3 +31,10 @@ def adamw_one_cycle(
         anneal_strategy="cos",
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def adamw_one_cycle_from_hparams(module: L.LightningModule) -> dict:
+    """:func:`adamw_one_cycle` over all of ``module``'s parameters, with the ``lr``, ``weight_decay``,
+    ``pct_start`` and ``div_factor`` of its ``hparams``."""
+    hp = module.hparams
+    return adamw_one_cycle(module, module.parameters(), hp.lr, hp.weight_decay, hp.pct_start, hp.div_factor)

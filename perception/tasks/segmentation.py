@@ -24,7 +24,7 @@ from perception.eval.segmentation import SegmentationEvaluator
 from perception.structures import Batch, LabelMap
 from perception.structures.segmentation import label_map as make_label_map
 from perception.tasks.evaluation import finish_evaluation
-from perception.tasks.schedule import adamw_one_cycle
+from perception.tasks.schedule import adamw_one_cycle_from_hparams
 
 __all__ = ["SegmentationTask", "lovasz_softmax"]
 
@@ -191,5 +191,4 @@ class SegmentationTask(L.LightningModule):
     # ------------------------------------------------------------------------------------ optimiser
 
     def configure_optimizers(self):
-        hp = self.hparams
-        return adamw_one_cycle(self, self.parameters(), hp.lr, hp.weight_decay, hp.pct_start, hp.div_factor)
+        return adamw_one_cycle_from_hparams(self)
