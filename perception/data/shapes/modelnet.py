@@ -35,6 +35,7 @@ __all__ = [
     "ShapeDataNotFoundError",
     "missing_modelnet40_h5_message",
     "missing_modelnet40_message",
+    "missing_shape_data_message",
 ]
 
 
@@ -45,28 +46,61 @@ class ShapeDataNotFoundError(ShapeFormatError, FileNotFoundError):
     """
 
 
+def missing_shape_data_message(
+    missing: str | os.PathLike, problem: str, what: str, root: str | os.PathLike, expected: str, how: str
+) -> str:
+    """What a shape reader says when its data is not at ``root``: ``<missing>: <problem>, so no <what> at
+    <root> (expected <expected>). Datasets live under data/ (see data/README.md): <how>``."""
+    return (
+        f"{missing}: {problem}, so no {what} at {root} (expected {expected}). "
+        f"Datasets live under data/ (see data/README.md): {how}"
+    )
+
+
 def missing_modelnet40_message(root: str | os.PathLike, missing: str | os.PathLike) -> str:
     """What to say when the OFF release is not at ``root`` (``missing``: the folder that is absent)."""
-    return (
-        f"{missing}: no such folder, so no ModelNet40 meshes at {root} (expected "
-        f"{Path(root) / 'airplane' / 'train' / 'airplane_0001.off'} and the like). Datasets live under "
-        "data/ (see data/README.md): download ModelNet40.zip from Princeton's ModelNet page "
-        "(https://modelnet.cs.princeton.edu/) and unzip it so that its ModelNet40/ folder is "
-        "data/modelnet40/ (data/modelnet40/<class>/{train,test}/<class>_NNNN.off)."
+    return missing_shape_data_message(
+        missing,
+        "no such folder",
+        "ModelNet40 meshes",
+        root,
+        f"{Path(root) / 'airplane' / 'train' / 'airplane_0001.off'} and the like",
+        "download ModelNet40.zip from Princeton's ModelNet page (https://modelnet.cs.princeton.edu/) and "
+        "unzip it so that its ModelNet40/ folder is data/modelnet40/ "
+        "(data/modelnet40/<class>/{train,test}/<class>_NNNN.off).",
     )
 
 
 def missing_modelnet40_h5_message(root: str | os.PathLike, missing: str | os.PathLike) -> str:
     """What to say when the HDF5 release is not at ``root`` (``missing``: the file or folder absent)."""
-    return (
-        f"{missing}: not found, so no ModelNet40 HDF5 release at {root} (expected "
-        f"{Path(root) / 'train_files.txt'}, test_files.txt, shape_names.txt and ply_data_*.h5). Datasets "
-        "live under data/ (see data/README.md): unzip modelnet40_ply_hdf5_2048.zip (the PointNet "
-        "authors' release) so that data/modelnet40_ply_hdf5_2048/train_files.txt exists."
+    return missing_shape_data_message(
+        missing,
+        "not found",
+        "ModelNet40 HDF5 release",
+        root,
+        f"{Path(root) / 'train_files.txt'}, test_files.txt, shape_names.txt and ply_data_*.h5",
+        "unzip modelnet40_ply_hdf5_2048.zip (the PointNet authors' release) so that "
+        "data/modelnet40_ply_hdf5_2048/train_files.txt exists.",
     )
 
 
-class ModelNet40Off(EpochDataset):
+class _ModelNet40(EpochDataset):
+    """What both ModelNet40 readers share: the checks and settings of their common arguments."""
+
+    def _init_common(
+        self, root: str | os.PathLike, split: str, num_points: int, use_normals: bool, up_axis: str
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"ModelNet40 split must be 'train' or 'test', got {split!r}")
+        if num_points < 1:
+            raise ValueError(f"num_points must be positive, got {num_points}")
+        self.root, self.split = Path(root), split
+        self.num_points, self.use_normals = int(num_points), bool(use_normals)
+        self.up_axis = up_axis
+        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
+
+
+class ModelNet40Off(_ModelNet40):
     """ModelNet40's OFF meshes, each sampled to ``num_points`` surface points.
 
     Args:
@@ -101,16 +135,9 @@ class ModelNet40Off(EpochDataset):
         cache_dir: str | os.PathLike | None = None,
         up_axis: str = "z",
     ) -> None:
-        if split not in ("train", "test"):
-            raise ValueError(f"ModelNet40 split must be 'train' or 'test', got {split!r}")
-        if num_points < 1:
-            raise ValueError(f"num_points must be positive, got {num_points}")
-        self.root, self.split = Path(root), split
-        self.num_points, self.use_normals = int(num_points), bool(use_normals)
+        self._init_common(root, split, num_points, use_normals, up_axis)
         self.classes = tuple(classes)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.up_axis = up_axis
-        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
         if not self.root.is_dir():
             raise ShapeDataNotFoundError(missing_modelnet40_message(self.root, self.root))
         shapes: list[tuple[str, int]] = []
@@ -184,7 +211,7 @@ def _save_atomic(path: Path, points: NDArray[np.float32]) -> None:
     os.replace(tmp, path)
 
 
-class ModelNet40H5(EpochDataset):
+class ModelNet40H5(_ModelNet40):
     """ModelNet40 as the PointNet HDF5 release (``modelnet40_ply_hdf5_2048/``), held in memory.
 
     The release: ``train_files.txt`` / ``test_files.txt`` list the ``ply_data_{train0..4,test0..1}.h5``
@@ -223,14 +250,7 @@ class ModelNet40H5(EpochDataset):
         seed: int = 0,
         up_axis: str = "y",
     ) -> None:
-        if split not in ("train", "test"):
-            raise ValueError(f"ModelNet40 split must be 'train' or 'test', got {split!r}")
-        if num_points < 1:
-            raise ValueError(f"num_points must be positive, got {num_points}")
-        self.root, self.split = Path(root), split
-        self.num_points, self.use_normals = int(num_points), bool(use_normals)
-        self.up_axis = up_axis
-        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
+        self._init_common(root, split, num_points, use_normals, up_axis)
         names_file, list_file = self.root / "shape_names.txt", self.root / f"{split}_files.txt"
         for needed in (self.root, list_file, names_file):
             if not needed.exists():

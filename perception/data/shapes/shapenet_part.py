@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from perception.data.datasets import EpochDataset
 from perception.data.shapes.errors import ShapeFormatError
 from perception.data.shapes.mesh import to_z_up
-from perception.data.shapes.modelnet import ShapeDataNotFoundError
+from perception.data.shapes.modelnet import ShapeDataNotFoundError, missing_shape_data_message
 from perception.data.transforms import Transform
 from perception.structures.shapes import SHAPENET_PART, PartTaxonomy, PointSet
 
@@ -43,13 +43,15 @@ SPLITS: dict[str, tuple[str, ...]] = {
 
 def missing_shapenet_part_message(root: str | os.PathLike, missing: str | os.PathLike) -> str:
     """What to say when the release is not at ``root`` (``missing``: the file or folder absent)."""
-    return (
-        f"{missing}: not found, so no ShapeNet-part dataset at {root} (expected "
-        f"{Path(root) / 'synsetoffset2category.txt'}, train_test_split/ and one folder per synset). "
-        "Datasets live under data/ (see data/README.md): unzip "
-        "shapenetcore_partanno_segmentation_benchmark_v0_normal.zip (the PointNet++ authors' release of "
-        "ShapeNet-part with normals) into data/shapenet_part/, so that data/shapenet_part/"
-        "shapenetcore_partanno_segmentation_benchmark_v0_normal/synsetoffset2category.txt exists."
+    return missing_shape_data_message(
+        missing,
+        "not found",
+        "ShapeNet-part dataset",
+        root,
+        f"{Path(root) / 'synsetoffset2category.txt'}, train_test_split/ and one folder per synset",
+        "unzip shapenetcore_partanno_segmentation_benchmark_v0_normal.zip (the PointNet++ authors' release "
+        "of ShapeNet-part with normals) into data/shapenet_part/, so that data/shapenet_part/"
+        "shapenetcore_partanno_segmentation_benchmark_v0_normal/synsetoffset2category.txt exists.",
     )
 
 
