@@ -29,6 +29,7 @@ from perception.eval.shapes import (
     write_part_file,
 )
 from perception.structures.shapes import MODELNET40_CLASSES, SHAPENET_PART, PartTaxonomy
+from tests.support.shapes import run_parts_cli
 
 # two categories: "mug" owns parts 0, 1, 2; "cup" owns 3, 4
 TINY = PartTaxonomy(name="tiny", categories=("mug", "cup"), parts=((0, 1, 2), (3, 4)))
@@ -333,27 +334,11 @@ def test_part_files_and_cli_give_the_metrics_numbers(tmp_path, capsys):
         metric.update(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None], torch.tensor([cat]))
     assert (tmp_path / "gt" / "1" / "shape1.txt").is_file()
     assert read_part_file(tmp_path / "gt" / "1" / "shape1.txt").shape == (11,)
-    spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps(taxonomy_spec(TINY)))
     results = part_segmentation_from_files(tmp_path / "gt", tmp_path / "pred", TINY)
     assert results == pytest.approx(metric.compute())
-    out = tmp_path / "m.json"
-    assert (
-        main(
-            [
-                "parts",
-                str(tmp_path / "gt"),
-                str(tmp_path / "pred"),
-                "--taxonomy",
-                str(spec),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    saved = run_parts_cli(tmp_path / "gt", tmp_path / "pred", taxonomy_spec(TINY), tmp_path)
     assert "instance mIoU" in capsys.readouterr().out
-    assert json.loads(out.read_text()) == pytest.approx(results)
+    assert saved == pytest.approx(results)
 
 
 def test_part_file_errors_name_the_file(tmp_path, capsys):

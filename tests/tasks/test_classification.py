@@ -7,7 +7,6 @@ height or side) keep every test well under a second or two; one test runs the re
 
 from __future__ import annotations
 
-import json
 import math
 from types import SimpleNamespace
 
@@ -38,6 +37,7 @@ from perception.tasks.classification import (
     masked_part_cross_entropy,
 )
 from perception.tasks.shape_writers import ClassificationCsvWriter, PartLabelWriter
+from tests.support.shapes import run_parts_cli
 
 CLASSES = ["along_x", "along_y", "along_z"]
 TINY = PartTaxonomy(name="tiny", categories=("mug", "cup"), parts=((0, 1, 2), (3, 4)))
@@ -329,24 +329,7 @@ def test_a_short_part_fit_learns_and_the_files_score_to_the_logged_numbers(tmp_p
     stale.write_text("0\n")
     fit.predict(task, loader(part_shapes(8, seed=1), 4), return_predictions=False)
     assert not stale.exists() and len(list((tmp_path / "pred").rglob("*.txt"))) == 8
-    out = tmp_path / "m.json"
-    spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps(task.hparams["taxonomy"]))
-    assert (
-        shapes_cli(
-            [
-                "parts",
-                str(tmp_path / "gt"),
-                str(tmp_path / "pred"),
-                "--taxonomy",
-                str(spec),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    saved = json.loads(out.read_text())
+    saved = run_parts_cli(tmp_path / "gt", tmp_path / "pred", task.hparams["taxonomy"], tmp_path)
     assert saved["instance_mIoU"] == pytest.approx(metrics["instance_mIoU"])
 
 
