@@ -1,10 +1,12 @@
-"""Shared fixtures: the real sample data shipped in tests/data (see tests/data/README.md).
+"""Shared fixtures: the real sample data shipped in tests/data (see tests/data/README.md), and
+``one_torch_thread`` for modules that pin torch to one thread.
 
 The files are part of the repository, so a missing one is an error, never a skip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,15 @@ def kitti_root() -> Path:
 def waymo_record() -> Path:
     """The real one-frame Waymo v1 record (labels and calibrations; range images stripped)."""
     return _require(WAYMO_RECORD, "real Waymo sample record")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for a whole module, then the thread count it had; a module asks for it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
