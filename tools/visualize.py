@@ -869,6 +869,22 @@ def run_semantickitti(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------- occupancy
 
 
+def _check_sample_options(args: argparse.Namespace, samples: str, writes: str) -> None:
+    """``--sample`` writes ``writes`` to ``--out``: refuse the viewer's options, ask for ``--out``
+    (``samples``: what the messages call the samples)."""
+    for option, value in (
+        ("--frame", args.frame), ("--sequence", args.sequence), ("--scan", args.scan),
+        ("--label-map", args.label_map), ("--split", args.split), ("--predictions", args.predictions),
+        ("--save", args.save), ("--view", args.view), ("--pose", args.pose), ("--color", args.color),
+    ):  # fmt: skip
+        if value is not None:
+            raise VisualizeError(f"{option} is not for {samples} (--sample writes {writes} to --out)")
+    if args.bev or args.dataset != "auto":
+        raise VisualizeError(f"--bev and --dataset are not for {samples} (--sample)")
+    if args.out is None:
+        raise VisualizeError("--sample writes files: give --out DIR")
+
+
 def run_occupancy(args: argparse.Namespace) -> None:
     """Write the GIF and the strip of each ``--sample`` (see the module docstring)."""
     from perception.inference import (
@@ -882,19 +898,7 @@ def run_occupancy(args: argparse.Namespace) -> None:
     )
     from perception.viz.occupancy import save_occupancy
 
-    for option, value in (
-        ("--frame", args.frame), ("--sequence", args.sequence), ("--scan", args.scan),
-        ("--label-map", args.label_map), ("--split", args.split), ("--predictions", args.predictions),
-        ("--save", args.save), ("--view", args.view), ("--pose", args.pose), ("--color", args.color),
-    ):  # fmt: skip
-        if value is not None:
-            raise VisualizeError(
-                f"{option} is not for occupancy samples (--sample writes GIFs and PNGs to --out)"
-            )
-    if args.bev or args.dataset != "auto":
-        raise VisualizeError("--bev and --dataset are not for occupancy samples (--sample)")
-    if args.out is None:
-        raise VisualizeError("--sample writes files: give --out DIR")
+    _check_sample_options(args, "occupancy samples", "GIFs and PNGs")
     if args.ckpt is None and args.config is None:
         raise VisualizeError(
             "--sample needs an occupancy config (--config p2p_occupancy_synthetic.yaml) or --ckpt"
@@ -950,17 +954,7 @@ def run_shapes(args: argparse.Namespace) -> None:
     from perception.models.pointnet import PointNetClassifier
     from perception.viz.shapes import critical_sets, save_critical_sets
 
-    for option, value in (
-        ("--frame", args.frame), ("--sequence", args.sequence), ("--scan", args.scan),
-        ("--label-map", args.label_map), ("--split", args.split), ("--predictions", args.predictions),
-        ("--save", args.save), ("--view", args.view), ("--pose", args.pose), ("--color", args.color),
-    ):  # fmt: skip
-        if value is not None:
-            raise VisualizeError(f"{option} is not for shape samples (--sample writes PNGs to --out)")
-    if args.bev or args.dataset != "auto":
-        raise VisualizeError("--bev and --dataset are not for shape samples (--sample)")
-    if args.out is None:
-        raise VisualizeError("--sample writes files: give --out DIR")
+    _check_sample_options(args, "shape samples", "PNGs")
     if args.grid < 2:
         raise VisualizeError(f"--grid must be at least 2, got {args.grid}")
     try:
