@@ -98,7 +98,9 @@ def test_there_are_configs_for_each_dataset():
     } <= tasks
 
 
-SEGMENTATION_CONFIGS = [p for p in TASK_CONFIGS if "occupancy" not in p.stem and not p.stem.startswith("pointnet_")]
+SEGMENTATION_CONFIGS = [
+    p for p in TASK_CONFIGS if "occupancy" not in p.stem and not p.stem.startswith("pointnet_")
+]
 OCCUPANCY_CONFIGS = [p for p in TASK_CONFIGS if "occupancy" in p.stem]
 
 
