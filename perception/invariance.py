@@ -61,9 +61,10 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from perception.cli import CONFIG_DIR
-from perception.geometry.boxes import wrap_angle
+from perception.geometry.boxes import rotate_xy, wrap_angle
 from perception.inference import InferenceError, load_task, read_config
 from perception.models.detector import Detector
+from perception.models.pointnet import PointNetClassifier, PointNetPartSegmenter
 from perception.structures import Batch, Detections
 
 __all__ = [
@@ -247,8 +248,8 @@ class Transformed:
 
 
 def _rotate_xy(xy: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    c, s = torch.cos(angle), torch.sin(angle)
-    return torch.stack([c * xy[..., 0] - s * xy[..., 1], s * xy[..., 0] + c * xy[..., 1]], dim=-1)
+    """(…, 2) vectors turned by ``angle`` about z, stacked back (geometry's :func:`rotate_xy`)."""
+    return torch.stack(rotate_xy(xy, angle), dim=-1)
 
 
 def _moved_boxes(boxes: torch.Tensor, angle: float, shift: torch.Tensor) -> torch.Tensor:
@@ -638,15 +639,6 @@ _FAMILY_CLASSES: dict[str, type[_Family]] = {
 }
 
 
-def _pointnet_classes() -> tuple[type | None, type | None]:
-    """PointNetClassifier and PointNetPartSegmenter, where the package has them."""
-    try:
-        from perception.models import pointnet
-    except ImportError:
-        return None, None
-    return getattr(pointnet, "PointNetClassifier", None), getattr(pointnet, "PointNetPartSegmenter", None)
-
-
 def task_family(task: nn.Module) -> _Family:
     """The family adapter of a task (or a bare model) built from a config.
 
@@ -668,11 +660,10 @@ def task_family(task: nn.Module) -> _Family:
         return _PerPoint(logits, task.backbone)
     if inner is not None and hasattr(inner, "grid") and hasattr(inner, "num_waypoints"):
         return _Occupancy(inner, inner)
-    classifier, part_segmenter = _pointnet_classes()
     for module in task.modules():
-        if part_segmenter is not None and isinstance(module, part_segmenter):
+        if isinstance(module, PointNetPartSegmenter):
             return _PartSegmentation(module, module)
-        if classifier is not None and isinstance(module, classifier):
+        if isinstance(module, PointNetClassifier):
             return _Classification(module, module)
     raise InvarianceError(
         f"no invariance family for {type(task).__name__} (known: a Detector, a SegmentationTask, an "
