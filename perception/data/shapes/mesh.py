@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from perception.data.shapes.errors import ShapeFormatError
 
-__all__ = ["UP_AXES", "MeshError", "face_areas", "sample_surface", "to_z_up"]
+__all__ = ["UP_AXES", "MeshError", "check_up_axis", "face_areas", "sample_surface", "to_z_up"]
 
 UP_AXES = ("z", "y")
 """The up axes a shape file can have: ModelNet's OFF meshes are z-up; the HDF5 release and ShapeNet are y-up."""
@@ -72,6 +72,13 @@ def sample_surface(
     return points.astype(np.float32), normals.astype(np.float32)
 
 
+def check_up_axis(up_axis: str) -> str:
+    """``up_axis`` if it is one of :data:`UP_AXES`; else ValueError."""
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    return up_axis
+
+
 def to_z_up(points: NDArray[np.float32], up_axis: str) -> NDArray[np.float32]:
     """Points (N, 3) or (N, 6) with normals, from a file whose up axis is ``up_axis``, in the z-up object
     frame every :class:`~perception.structures.shapes.PointSet` uses.
@@ -79,10 +86,8 @@ def to_z_up(points: NDArray[np.float32], up_axis: str) -> NDArray[np.float32]:
     ``"y"`` (ShapeNet, the ModelNet40 HDF5 release) rotates +90° about x: ``(x, y, z) → (x, -z, y)``, so
     +y becomes +z and the frame stays right-handed; normals turn with the points. ``"z"`` is a no-op.
     """
-    if up_axis == "z":
+    if check_up_axis(up_axis) == "z":
         return points
-    if up_axis != "y":
-        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
     out = points.copy()
     for c in range(0, points.shape[1] - 2, 3):  # xyz, then normals
         out[:, c + 1] = -points[:, c + 2]

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from perception.data.datasets import EpochDataset
 from perception.data.shapes.errors import ShapeFormatError
-from perception.data.shapes.mesh import sample_surface, to_z_up
+from perception.data.shapes.mesh import check_up_axis, sample_surface, to_z_up
 from perception.data.shapes.off import read_off
 from perception.data.transforms import Transform
 from perception.structures.shapes import MODELNET40_CLASSES, PointSet
@@ -96,8 +96,7 @@ class _ModelNet40(EpochDataset):
             raise ValueError(f"num_points must be positive, got {num_points}")
         self.root, self.split = Path(root), split
         self.num_points, self.use_normals = int(num_points), bool(use_normals)
-        self.up_axis = up_axis
-        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
+        self.up_axis = check_up_axis(up_axis)
 
 
 class ModelNet40Off(_ModelNet40):

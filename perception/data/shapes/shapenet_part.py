@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from perception.data.datasets import EpochDataset
 from perception.data.shapes.errors import ShapeFormatError
-from perception.data.shapes.mesh import to_z_up
+from perception.data.shapes.mesh import check_up_axis, to_z_up
 from perception.data.shapes.modelnet import ShapeDataNotFoundError, missing_shape_data_message
 from perception.data.transforms import Transform
 from perception.structures.shapes import SHAPENET_PART, PartTaxonomy, PointSet
@@ -149,8 +149,7 @@ class ShapeNetPart(EpochDataset):
             raise ValueError(f"ShapeNet-part split must be one of {list(SPLITS)}, got {split!r}")
         self.root, self.split, self.taxonomy = Path(root), split, taxonomy
         self.use_normals = bool(use_normals)
-        self.up_axis = up_axis
-        to_z_up(np.zeros((0, 3), np.float32), up_axis)  # checks the name
+        self.up_axis = check_up_axis(up_axis)
         catalog = self.root / "synsetoffset2category.txt"
         for needed in (self.root, catalog):
             if not needed.exists():
