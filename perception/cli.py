@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from perception.data.datamodules import DetectionDataModule
 from perception.data.kitti import KittiFormatError
@@ -24,6 +25,7 @@ from perception.data.shapes.errors import ShapeFormatError
 from perception.data.waymo import WaymoFormatError
 from perception.structures.segmentation import UnknownLabelError
 from perception.tasks.detection import DetectionTask
+from perception.tasks.resume import RngState, StepCheckpoint, find_last_checkpoint
 from perception.viz.wandb import WandbDetectionLogger, WandbOccupancyLogger, WandbSegmentationLogger
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "config_task",
     "error_message",
     "resolve_config_args",
+    "resolve_last_checkpoint",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -109,14 +112,49 @@ def _trainer_defaults(name: str, callbacks: list) -> dict:
             "class_path": "lightning.pytorch.loggers.CSVLogger",
             "init_args": {"save_dir": "outputs", "name": name},
         },
-        "callbacks": [RichProgressBar(leave=True), LearningRateMonitor(logging_interval="step"), *callbacks],
+        "callbacks": [
+            RichProgressBar(leave=True),
+            LearningRateMonitor(logging_interval="step"),
+            RngState(),
+            *callbacks,
+        ],
     }
 
 
 def _add_checkpoint(parser) -> None:
     parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
     parser.set_defaults(
-        {"checkpoint.monitor": "val/loss", "checkpoint.save_last": True, "checkpoint.filename": "best"}
+        {
+            "checkpoint.monitor": "val/loss",
+            "checkpoint.save_last": True,
+            "checkpoint.filename": "best",
+            # step_checkpoint writes the same last.ckpt: overwrite it rather than add last-v1.ckpt
+            "checkpoint.enable_version_counter": False,
+        }
+    )
+    parser.add_lightning_class_args(StepCheckpoint, "step_checkpoint")
+
+
+def resolve_last_checkpoint(cli: LightningCLI) -> None:
+    """``--ckpt_path last``: the newest ``last.ckpt`` of any earlier version of the run
+    (:func:`~perception.tasks.resume.find_last_checkpoint`). A fit with none starts afresh (so one
+    command line serves the first start and every requeue); other subcommands need one.
+
+    Raises:
+        ConfigError: ``validate``/``test``/``predict`` with ``--ckpt_path last`` and no checkpoint.
+    """
+    subcommand = cli.subcommand
+    if subcommand is None or cli.config_init[subcommand].get("ckpt_path") != "last":
+        return
+    found = find_last_checkpoint(cli.trainer)
+    if found is None and subcommand != "fit":
+        raise ConfigError(
+            f"--ckpt_path last: no last.ckpt under {cli.trainer.log_dir or cli.trainer.default_root_dir} "
+            "or its sibling versions: give a checkpoint path"
+        )
+    cli.config_init[subcommand]["ckpt_path"] = None if found is None else str(found)
+    rank_zero_info(
+        f"--ckpt_path last: {'resuming from ' + str(found) if found else 'none yet, starting afresh'}"
     )
 
 
@@ -141,6 +179,7 @@ class DetectionCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         check_config(self.model, self.datamodule)
+        resolve_last_checkpoint(self)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.class_names", "model.class_names")
@@ -192,6 +231,7 @@ class TaskCLI(LightningCLI):
                 f"model.init_args.model.init_args.grid ({model_grid}) and data.init_args.grid ({data_grid}) "
                 "differ: the forecaster would predict on another grid than its targets'"
             )
+        resolve_last_checkpoint(self)
 
     def add_arguments_to_parser(self, parser) -> None:
         _add_checkpoint(parser)

@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from perception.data.database import INDEX_NAME, build_gt_database
-from perception.data.datasets import EpochSampler, KittiDetectionDataset
+from perception.data.datasets import KittiDetectionDataset
+from perception.data.samplers import EpochSampler, ShardSampler
 from perception.data.transforms import (
     CameraFovFilter,
     GlobalRotation,
@@ -130,10 +132,13 @@ def make_loader(
     multiprocessing_context: str | None = "forkserver",
     preload: Sequence[str] = ("lightning", "perception.data.datasets"),
     collate_fn: Callable[[list[Any]], Any] = collate,
+    seed: int | None = None,
 ) -> DataLoader:
     """A DataLoader of :class:`~perception.structures.Batch`\\ es (or of what ``collate_fn`` makes of a
     list of samples) in ``sampler``'s order (or the dataset's), with workers started as
-    :func:`worker_context` starts them."""
+    :func:`worker_context` starts them. With ``seed`` the loader draws its workers' base seed from a
+    generator of its own instead of torch's global one, so starting an epoch leaves the global random
+    state alone (exact resume, :mod:`perception.tasks.resume`)."""
     workers = {}
     if num_workers > 0:
         workers = {
@@ -148,13 +153,20 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=pin_memory,
+        generator=None if seed is None else torch.Generator().manual_seed(int(seed)),
         **workers,
     )
 
 
 class EpochDataModule(L.LightningDataModule):
-    """What the data modules share: per-epoch augmentation through an :class:`EpochSampler` and one
-    loader per split.
+    """What the data modules share: per-epoch augmentation through an :class:`EpochSampler`, one
+    loader per split, DDP and exact resume.
+
+    Under DDP (the rank and world size come from the attached trainer) training takes an
+    :class:`~perception.data.samplers.EpochSampler` share of each epoch and evaluation a
+    :class:`~perception.data.samplers.ShardSampler` block, unpadded, so metrics and written files
+    cover every sample once. Every checkpoint holds :meth:`state_dict` (where in its epoch the fit
+    was); resuming from it skips the batches already trained on.
 
     A subclass sets ``train_set``, ``val_set``, ``test_set`` and ``predict_set`` in ``setup`` and has
     ``batch_size``, ``val_batch_size``, ``seed``, ``num_workers``, ``pin_memory``,
@@ -188,6 +200,7 @@ class EpochDataModule(L.LightningDataModule):
             multiprocessing_context=self.multiprocessing_context,
             preload=self.preload,
             collate_fn=self.collate_fn,
+            seed=self.seed,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -196,31 +209,89 @@ class EpochDataModule(L.LightningDataModule):
         if self._train_sampler is not None:
             self._train_sampler.set_epoch(epoch)
 
+    def replicas(self) -> tuple[int, int]:
+        """(number of processes, this one's rank) of the trainer this module is attached to: (1, 0)
+        outside DDP."""
+        trainer = getattr(self, "trainer", None)
+        kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+        if not kwargs:
+            return 1, 0
+        return int(kwargs["num_replicas"]), int(kwargs["rank"])
+
+    # ------------------------------------------------------------------------------- resuming
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where in its epoch a fit is, saved in every checkpoint: ``{"epoch", "batches", "batch_size",
+        "replicas"}`` (the training batches this process has taken of the epoch). Empty outside a fit."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        return {
+            "epoch": int(trainer.current_epoch),
+            "batches": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed),
+            "batch_size": int(self.batch_size),
+            "replicas": self.replicas()[0],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from a checkpoint: the next train loader skips the batches of the saved epoch that the
+        checkpoint's weights were trained on (a checkpoint saved at the end of an epoch skips none).
+        The train loader raises ``ValueError`` if the checkpoint was saved mid-epoch with another batch
+        size or number of processes (the rest of the epoch could not be the same batches).
+        """
+        self._resume = dict(state_dict) if state_dict else None
+
+    def _train_skip(self) -> tuple[int, int] | None:
+        state = getattr(self, "_resume", None)
+        if not state:
+            return None
+        saved = (state["batch_size"], state["replicas"])
+        if saved != (int(self.batch_size), self.replicas()[0]) and state["batches"] > 0:
+            raise ValueError(
+                f"the checkpoint was saved after {state['batches']} batches of epoch {state['epoch']} "
+                f"with batch_size {saved[0]} on {saved[1]} process(es); resuming with batch_size "
+                f"{self.batch_size} on {self.replicas()[0]} cannot continue that epoch with the same "
+                "batches: resume with the same data.batch_size and devices, or from an end-of-epoch checkpoint"
+            )
+        return int(state["epoch"]), int(state["batches"]) * int(self.batch_size)
+
+    # ------------------------------------------------------------------------------- loaders
+
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
         assert self.train_set is not None
-        self._train_sampler = EpochSampler(len(self.train_set), shuffle=True, seed=self.seed)
+        replicas, rank = self.replicas()
+        self._train_sampler = EpochSampler(
+            len(self.train_set), shuffle=True, seed=self.seed, num_replicas=replicas, rank=rank
+        )
         self._train_sampler.set_epoch(self._epoch)
+        skip = self._train_skip()
+        if skip is not None:
+            self._train_sampler.resume(*skip)
         return self._loader(self.train_set, self.batch_size, self._train_sampler)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        replicas, rank = self.replicas()
+        return self._loader(dataset, self.val_batch_size, ShardSampler(len(dataset), replicas, rank))
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:
             self.setup("validate")
         assert self.val_set is not None
-        return self._loader(self.val_set, self.val_batch_size, None)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:
             self.setup("test")
         assert self.test_set is not None
-        return self._loader(self.test_set, self.val_batch_size, None)
+        return self._eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_set is None:
             self.setup("predict")
         assert self.predict_set is not None
-        return self._loader(self.predict_set, self.val_batch_size, None)
+        return self._eval_loader(self.predict_set)
 
 
 class DetectionDataModule(EpochDataModule):

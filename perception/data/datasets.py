@@ -4,7 +4,7 @@ Reproducible augmentation: sample ``i`` of epoch ``e`` is transformed with
 ``np.random.default_rng([seed, e, i])``, so an epoch is the same whatever the number of DataLoader
 workers or the order they run in. The epoch reaches the dataset in one of two ways:
 
-- :class:`EpochSampler` (what :class:`~perception.data.datamodules.DetectionDataModule` uses) yields
+- :class:`~perception.data.samplers.EpochSampler` (what :class:`~perception.data.datamodules.DetectionDataModule` uses) yields
   ``(epoch, index)`` keys, so the epoch travels with each index to whichever worker loads it —
   persistent workers included — and Lightning's fit loop calls its ``set_epoch`` every epoch;
 - or ``dataset.set_epoch(e)`` followed by plain integer indices (for loops without a sampler).
@@ -13,13 +13,14 @@ workers or the order they run in. The epoch reaches the dataset in one of two wa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from perception.data.kitti import frame_name, load_frame, read_split
+from perception.data.samplers import EpochSampler
 from perception.data.transforms import Compose, Transform
 from perception.structures import KittiRecord, Sample
 
@@ -173,30 +174,3 @@ def _scan_id(velodyne: Path, frame: str | int) -> str:
         if (velodyne / f"{padded}.bin").is_file():
             return padded
     return name
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` keys over ``num_samples`` frames, shuffled per epoch when asked.
-
-    The order is ``default_rng([seed, epoch]).permutation(num_samples)`` (or ``0..n-1``), so an epoch
-    is reproducible. Lightning calls :meth:`set_epoch` at the start of every training epoch (also
-    through its distributed wrapper, which forwards it).
-    """
-
-    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0) -> None:
-        self.num_samples, self.shuffle, self.seed = int(num_samples), bool(shuffle), int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
-        else:
-            order = np.arange(self.num_samples)
-        epoch = self.epoch
-        return iter([(epoch, int(i)) for i in order])

@@ -38,6 +38,7 @@ from perception.eval.shapes import (
 )
 from perception.structures.shapes import PointSetBatch
 from perception.tasks.classification import ClassPrediction, PartPrediction
+from perception.tasks.ddp import gather_to_rank_zero, on_rank_zero_then_wait
 
 __all__ = ["ClassificationCsvWriter", "PartLabelWriter"]
 
@@ -71,6 +72,7 @@ class _ShapeWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.on_validation, self.on_test = on_validation, on_test
         self._stage: str | None = None
+        self._trainer: L.Trainer | None = None  # the running epoch's (DDP: rank and world size)
 
     def begin(self, stage: str) -> None:
         raise NotImplementedError
@@ -81,8 +83,8 @@ class _ShapeWriter(BasePredictionWriter):
     def end(self) -> None:
         """The epoch is over (files written per batch need nothing here)."""
 
-    def _begin(self, stage: str) -> None:
-        self._stage = stage
+    def _begin(self, trainer: L.Trainer, stage: str) -> None:
+        self._stage, self._trainer = stage, trainer
         self.begin(stage)
 
     def _end(self) -> None:
@@ -92,7 +94,7 @@ class _ShapeWriter(BasePredictionWriter):
 
     # predict
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._begin("predict")
+        self._begin(trainer, "predict")
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
@@ -105,7 +107,7 @@ class _ShapeWriter(BasePredictionWriter):
     # validation
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.on_validation and not trainer.sanity_checking:
-            self._begin("validation")
+            self._begin(trainer, "validation")
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
@@ -120,7 +122,7 @@ class _ShapeWriter(BasePredictionWriter):
     # test
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.on_test:
-            self._begin("test")
+            self._begin(trainer, "test")
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self._stage == "test":
@@ -176,12 +178,20 @@ class ClassificationCsvWriter(_ShapeWriter):
             ]
 
     def end(self) -> None:
-        atomic_write_text(self._target, classification_csv(self._rows, PREDICTION_HEADER), fsync=False)
+        parts = [(self._rows, self._truth)]
+        if self._trainer is not None:  # DDP: rank 0 writes every process's rows, in rank order
+            parts = gather_to_rank_zero(self._trainer, (self._rows, self._truth))
+        self._rows, self._truth = [], []
+        if parts is None:
+            return
+        rows = [row for part_rows, _ in parts for row in part_rows]
+        truth = [row for _, part_truth in parts for row in part_truth]
+        atomic_write_text(self._target, classification_csv(rows, PREDICTION_HEADER), fsync=False)
         if self.ground_truth_path is not None:
             atomic_write_text(
-                self.ground_truth_path, classification_csv(self._truth, GROUND_TRUTH_HEADER), fsync=False
+                self.ground_truth_path, classification_csv(truth, GROUND_TRUTH_HEADER), fsync=False
             )
-        log.info("wrote the predicted classes of %d shapes to %s", len(self._rows), self._target)
+        log.info("wrote the predicted classes of %d shapes to %s", len(rows), self._target)
 
 
 class PartLabelWriter(_ShapeWriter):
@@ -219,9 +229,19 @@ class PartLabelWriter(_ShapeWriter):
         self._folder = self.validation_dir if stage == "validation" else self.output_dir
         self._written = 0
         if self.clear:
-            for folder in (self._folder, self.ground_truth_dir):
-                for stale in sorted(folder.rglob("*.txt")) if folder is not None and folder.is_dir() else ():
-                    stale.unlink()
+            folders = (self._folder, self.ground_truth_dir)
+
+            def clear() -> None:
+                for folder in folders:
+                    for stale in (
+                        sorted(folder.rglob("*.txt")) if folder is not None and folder.is_dir() else ()
+                    ):
+                        stale.unlink()
+
+            if self._trainer is None:
+                clear()
+            else:  # DDP: rank 0 clears while the others wait, so no process removes another's files
+                on_rank_zero_then_wait(self._trainer, clear)
 
     def add(self, outputs: Any, batch: PointSetBatch, pl_module: L.LightningModule) -> None:
         predictions = _checked(outputs, batch, PartPrediction, type(self).__name__)

@@ -17,7 +17,9 @@ or score:
   the label baselines as ``.npz`` files, the files ``python -m perception.eval.occupancy`` scores. On
   validation and test.
 
-All write atomically (a temporary name, then rename). In a config::
+All write atomically (a temporary name, then rename). Under DDP each process writes the per-sample
+files of its own samples (rank 0 clears a folder first while the others wait) and the one-file
+writers gather every process's part to rank 0, which writes the file (:mod:`perception.tasks.ddp`). In a config::
 
     trainer:
       callbacks:
@@ -53,6 +55,7 @@ from perception.structures import (
     WaymoRecord,
 )
 from perception.structures.occupancy import OccupancyForecast
+from perception.tasks.ddp import gather_to_rank_zero, is_distributed, on_rank_zero_then_wait
 
 __all__ = ["KittiResultWriter", "OccupancyGridWriter", "SemanticKittiLabelWriter", "WaymoSubmissionWriter"]
 
@@ -111,8 +114,16 @@ class _FolderWriter(BasePredictionWriter):
         """What a task's step returned for ``batch``, checked, as files in ``folder``."""
         raise NotImplementedError
 
+    def begin_epoch(self, trainer: L.Trainer, folder: Path) -> None:
+        """An epoch will write to ``folder``: clear it again (lazily, at the first write, in one process;
+        under DDP rank 0 clears it now while the others wait, so no process removes another's files)."""
+        self._cleared.discard(folder)
+        if is_distributed(trainer):
+            on_rank_zero_then_wait(trainer, lambda: self.clear_once(folder))
+            self._cleared.add(folder)
+
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._cleared.discard(self.output_dir)
+        self.begin_epoch(trainer, self.output_dir)
 
     def write_on_batch_end(
         self,
@@ -127,7 +138,8 @@ class _FolderWriter(BasePredictionWriter):
         self.write_outputs(self.output_dir, prediction, batch, pl_module)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._cleared.discard(self.validation_dir)
+        if self.on_validation and not trainer.sanity_checking:
+            self.begin_epoch(trainer, self.validation_dir)
 
     def on_validation_batch_end(
         self,
@@ -142,7 +154,8 @@ class _FolderWriter(BasePredictionWriter):
             self.write_outputs(self.validation_dir, outputs, batch, pl_module)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._cleared.discard(self.output_dir)
+        if self.on_test:
+            self.begin_epoch(trainer, self.output_dir)
 
     def on_test_batch_end(
         self,
@@ -235,8 +248,13 @@ class WaymoSubmissionWriter(BasePredictionWriter):
             self._frames[record.frame_key] = waymo_objects(det, class_names)
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        write_objects(self.path, self._frames)
-        log.info("wrote %d frames of predictions to %s", len(self._frames), self.path)
+        parts = gather_to_rank_zero(trainer, self._frames)  # DDP: rank 0 writes every process's frames
+        self._frames = {}
+        if parts is None:
+            return
+        frames = {key: objects for part in parts for key, objects in part.items()}
+        write_objects(self.path, frames)
+        log.info("wrote %d frames of predictions to %s", len(frames), self.path)
 
 
 def _label_map(pl_module: L.LightningModule) -> LabelMap:
@@ -360,13 +378,25 @@ class OccupancyGridWriter(L.Callback):
             )
         self._frames.extend(batch.frame_ids)
 
-    def _write(self) -> None:
-        for name, arrays in self._parts.items():
-            buffer = io.BytesIO()
-            np.savez(buffer, **{k: np.concatenate(v) for k, v in arrays.items()})
-            atomic_write_bytes(self.output_dir / f"{name}.npz", buffer.getvalue())
-        atomic_write_bytes(self.output_dir / "frames.txt", ("\n".join(self._frames) + "\n").encode())
+    def _write(self, trainer: L.Trainer) -> None:
+        gathered = gather_to_rank_zero(trainer, (self._parts, self._frames))  # DDP: rank 0 writes all
         self._reset()
+        if gathered is None:
+            return
+        frames = [frame for _, part_frames in gathered for frame in part_frames]
+        if not frames:
+            return
+        names = dict.fromkeys(name for parts, _ in gathered for name in parts)
+        for name in names:
+            keys = dict.fromkeys(k for parts, _ in gathered for k in parts.get(name, {}))
+            arrays = {
+                k: np.concatenate([a for parts, _ in gathered for a in parts.get(name, {}).get(k, [])])
+                for k in keys
+            }
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            atomic_write_bytes(self.output_dir / f"{name}.npz", buffer.getvalue())
+        atomic_write_bytes(self.output_dir / "frames.txt", ("\n".join(frames) + "\n").encode())
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -378,8 +408,8 @@ class OccupancyGridWriter(L.Callback):
             self._collect(outputs, batch)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and self._frames:
-            self._write()
+        if not trainer.sanity_checking:
+            self._write(trainer)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -388,5 +418,4 @@ class OccupancyGridWriter(L.Callback):
         self._collect(outputs, batch)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._frames:
-            self._write()
+        self._write(trainer)
