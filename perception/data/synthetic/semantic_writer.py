@@ -17,6 +17,9 @@ generator, scan ``k`` being its ``k``-th frame, so every file is a pure function
 arguments and the config: written byte for byte the same whatever the number of workers. Every file
 is written atomically and ``poses.txt`` last; a sequence whose files all exist is skipped, a scan
 whose two files exist is not generated again, so a killed run continues where it stopped.
+:func:`write_semantickitti` is :func:`write_sequences` (any subset of the sequences: a shard's, with
+``tools/make_synthetic.py --layout semantickitti --shard``) then :func:`finish_semantickitti`
+(``synthetic.json``, from the files on disk).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +55,13 @@ __all__ = [
     "MOVING_SPEED",
     "SEMANTIC_KITTI_IDS",
     "SyntheticSegmentation",
+    "check_dataset_arguments",
+    "finish_semantickitti",
     "semantic_kitti_ids",
     "semantic_kitti_labels",
     "sequence_name",
     "write_semantickitti",
+    "write_sequences",
 ]
 
 SEMANTIC_KITTI_IDS: dict[str, tuple[int, int | None]] = {
@@ -218,6 +225,134 @@ def _write_sequence(args: tuple) -> dict:
     return {"sequence": name, "generated": generated, "scans": hi - lo}
 
 
+def _check_arguments(frames: int, sequences: int, workers: int = 1) -> None:
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    if not 1 <= sequences <= frames:
+        raise ValueError(f"sequences must be in [1, frames={frames}], got {sequences}")
+    if workers < 1:
+        raise ValueError(f"workers must be ≥ 1, got {workers}")
+
+
+def _summary(frames: int, sequences: int, val_fraction: float, seed: int, config: SyntheticConfig) -> dict:
+    """``synthetic.json``'s content but ``num_points_mean``."""
+    layout = SequenceLayout(int(frames), int(sequences))
+    _, val_frames = split_frames(frames, sequences, val_fraction, seed)
+    val = sorted({sequence_name(layout.locate(i)[0]) for i in val_frames})
+    train = [sequence_name(s) for s in range(sequences) if sequence_name(s) not in val]
+    return {
+        "generator": "perception.data.synthetic",
+        "layout": "semantickitti",
+        "version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "args": {"frames": int(frames), "sequences": int(sequences), "val_fraction": float(val_fraction)},
+        "config": config.to_dict(),
+        "label_map": "synthetic",
+        "splits": {"train": train, "val": val},
+    }
+
+
+def check_dataset_arguments(
+    out: str | os.PathLike,
+    frames: int,
+    sequences: int,
+    val_fraction: float,
+    seed: int,
+    config: SyntheticConfig | None = None,
+) -> None:
+    """Refuse (ValueError, naming the file) a folder whose ``synthetic.json`` records other arguments."""
+    _check_existing(Path(out), _summary(frames, sequences, val_fraction, seed, config or SyntheticConfig()))
+
+
+def _check_existing(out: Path, summary: dict) -> None:
+    meta = out / "synthetic.json"
+    if not meta.is_file():
+        return
+    try:
+        old = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    keys = ("layout", "version", "seed", "args", "config")
+    if isinstance(old, dict) and any(old.get(k) != summary[k] for k in keys):
+        raise ValueError(
+            f"{meta}: {out} holds a synthetic dataset made with other arguments "
+            f"({ {k: old.get(k) for k in keys if old.get(k) != summary[k]} }); use another folder or overwrite"
+        )
+
+
+def write_sequences(
+    out: str | os.PathLike,
+    frames: int = 960,
+    sequences: int = 320,
+    which: Sequence[int] | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    overwrite: bool = False,
+    config: SyntheticConfig | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Write the files of sequences ``which`` (default: all) of the dataset; no ``synthetic.json``.
+
+    Args:
+        out, frames, sequences, seed, workers, overwrite, config, progress: as
+            :func:`write_semantickitti`.
+        which: sequence numbers in ``[0, sequences)``, written in the order given.
+
+    Returns:
+        Per sequence of ``which``: ``sequence`` (its name), ``generated`` (scans written now), ``scans``.
+    """
+    _check_arguments(frames, sequences, workers)
+    config = config or SyntheticConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    which = list(range(sequences)) if which is None else [int(s) for s in which]
+    outside = [s for s in which if not 0 <= s < sequences]
+    if outside:
+        raise ValueError(f"sequences outside [0, {sequences}): {outside[:5]}")
+    layout = SequenceLayout(int(frames), int(sequences))
+    jobs = [(out, config, int(seed), layout, s, overwrite) for s in which]
+    if workers == 1 or len(jobs) <= 1:
+        results_iter = map(_write_sequence, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        results_iter = pool.map(_write_sequence, jobs)
+    try:
+        if progress:
+            from rich.progress import track
+
+            results_iter = track(results_iter, total=len(jobs), description="synthetic sequences")
+        return list(results_iter)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def finish_semantickitti(
+    out: str | os.PathLike,
+    frames: int = 960,
+    sequences: int = 320,
+    val_fraction: float = 1 / 6,
+    seed: int = 0,
+    config: SyntheticConfig | None = None,
+) -> dict:
+    """Write ``synthetic.json`` (arguments, config, train / val sequences, mean points a scan).
+
+    The mean is over the scans on disk, so call it once every sequence is written.
+
+    Returns:
+        ``synthetic.json``'s content.
+    """
+    _check_arguments(frames, sequences)
+    config = config or SyntheticConfig()
+    out = Path(out)
+    summary = _summary(frames, sequences, val_fraction, seed, config)
+    sizes = [p.stat().st_size // 16 for p in (out / "sequences").glob("*/velodyne/*.bin")]
+    summary["num_points_mean"] = float(np.mean(sizes)) if sizes else 0.0
+    atomic_write_text(out / "synthetic.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
 def write_semantickitti(
     out: str | os.PathLike,
     frames: int = 960,
@@ -248,63 +383,15 @@ def write_semantickitti(
     Raises:
         ValueError: bad arguments, or ``out`` holds a synthetic dataset made with other arguments.
     """
-    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
-        raise ValueError(f"frames must be a positive integer, got {frames!r}")
-    if not 1 <= sequences <= frames:
-        raise ValueError(f"sequences must be in [1, frames={frames}], got {sequences}")
-    if workers < 1:
-        raise ValueError(f"workers must be ≥ 1, got {workers}")
+    _check_arguments(frames, sequences, workers)
     config = config or SyntheticConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    layout = SequenceLayout(int(frames), int(sequences))
-    _, val_frames = split_frames(frames, sequences, val_fraction, seed)
-    val = sorted({sequence_name(layout.locate(i)[0]) for i in val_frames})
-    train = [sequence_name(s) for s in range(sequences) if sequence_name(s) not in val]
-    summary = {
-        "generator": "perception.data.synthetic",
-        "layout": "semantickitti",
-        "version": GENERATOR_VERSION,
-        "seed": int(seed),
-        "args": {"frames": int(frames), "sequences": int(sequences), "val_fraction": float(val_fraction)},
-        "config": config.to_dict(),
-        "label_map": "synthetic",
-        "splits": {"train": train, "val": val},
-    }
-    meta = out / "synthetic.json"
-    if meta.is_file() and not overwrite:
-        try:
-            old = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        keys = ("layout", "version", "seed", "args", "config")
-        if old is not None and any(old.get(k) != summary[k] for k in keys):
-            raise ValueError(
-                f"{meta}: {out} holds a synthetic dataset made with other arguments "
-                f"({ {k: old.get(k) for k in keys if old.get(k) != summary[k]} }); use another folder or overwrite"
-            )
-
-    jobs = [(out, config, int(seed), layout, s, overwrite) for s in range(sequences)]
+    expected = _summary(frames, sequences, val_fraction, seed, config)  # checks val_fraction too
+    if not overwrite:
+        _check_existing(out, expected)
     start = time.perf_counter()
-    if workers == 1:
-        results_iter = map(_write_sequence, jobs)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        results_iter = pool.map(_write_sequence, jobs)
-    results = []
-    try:
-        if progress:
-            from rich.progress import track
-
-            results_iter = track(results_iter, total=sequences, description="synthetic sequences")
-        results = list(results_iter)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    results = write_sequences(out, frames, sequences, None, seed, workers, overwrite, config, progress)
     seconds = time.perf_counter() - start
-    sizes = [p.stat().st_size // 16 for p in (out / "sequences").glob("*/velodyne/*.bin")]
-    summary["num_points_mean"] = float(np.mean(sizes)) if sizes else 0.0
-    atomic_write_text(meta, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    summary = finish_semantickitti(out, frames, sequences, val_fraction, seed, config)
     generated = sum(r["generated"] for r in results)
     return {**summary, "generated": generated, "skipped": int(frames) - generated, "seconds": seconds}

@@ -14,7 +14,9 @@ Layout::
 
 Every file is written atomically; a frame whose files all exist is skipped, so a killed run
 continues where it stopped (frames are pure functions of the seed and index). Everything written is
-independent of the number of workers, byte for byte.
+independent of the number of workers, byte for byte. :func:`write_dataset` is
+:func:`generate_frames` (any subset of the frames: a shard's, with ``tools/make_synthetic.py --shard``)
+then :func:`finish_dataset` (the split files and the two JSON files, from the frames' metadata).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -49,7 +52,15 @@ from perception.data.kitti import (
 from perception.data.synthetic.config import GENERATOR_VERSION, SyntheticConfig
 from perception.data.synthetic.generator import SequenceLayout, SyntheticFrame, generate_frame
 
-__all__ = ["frame_files", "split_frames", "write_dataset", "write_frame"]
+__all__ = [
+    "finish_dataset",
+    "frame_files",
+    "generate_frames",
+    "read_frame_meta",
+    "split_frames",
+    "write_dataset",
+    "write_frame",
+]
 
 
 _META_DIR = ".synthetic"
@@ -136,33 +147,7 @@ def _check_writable(out: Path) -> None:
         raise PermissionError(f"{out}: output folder is not writable")
 
 
-def write_dataset(
-    out: str | os.PathLike,
-    frames: int,
-    seed: int = 0,
-    sequences: int = 0,
-    val_fraction: float = 0.2,
-    workers: int = 1,
-    overwrite: bool = False,
-    config: SyntheticConfig | None = None,
-    progress: bool = False,
-) -> dict:
-    """Generate ``frames`` frames into ``out`` (see the module docstring for the layout).
-
-    Args:
-        out: dataset root (created if missing).
-        frames: number of frames (≥ 1).
-        seed: the dataset's seed; the same seed and arguments give byte-identical files.
-        sequences: 0 for independent frames, else the number of sequences of consecutive frames.
-        val_fraction: share of frames (of sequences, for sequences) in ``ImageSets/val.txt``.
-        workers: processes (spawned, so numba and fork never mix); 1 runs in this process.
-        overwrite: regenerate frames whose files already exist.
-        config: generator knobs (defaults: :class:`SyntheticConfig`).
-        progress: show a progress bar (rich) on the terminal.
-
-    Returns:
-        The content of ``synthetic.json`` plus ``generated`` / ``skipped`` counts and ``seconds``.
-    """
+def _check_arguments(frames: int, sequences: int, val_fraction: float, workers: int = 1) -> None:
     if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     if not 0 <= sequences <= frames:
@@ -171,22 +156,51 @@ def write_dataset(
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+
+def generate_frames(
+    out: str | os.PathLike,
+    frames: int,
+    indices: Sequence[int] | None = None,
+    seed: int = 0,
+    sequences: int = 0,
+    workers: int = 1,
+    overwrite: bool = False,
+    config: SyntheticConfig | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Write the files of frames ``indices`` of a ``frames``-frame dataset (no split or JSON files).
+
+    Args:
+        out: dataset root (created if missing).
+        frames: the dataset's number of frames (it sets the sequence layout).
+        indices: the frames to write, each in ``[0, frames)`` (default: all), in the order given.
+        seed, sequences, workers, overwrite, config, progress: as :func:`write_dataset`.
+
+    Returns:
+        Per frame of ``indices``, its metadata (``.synthetic/NNNNNN.json``) plus ``skipped`` (its
+        files were there already).
+    """
+    _check_arguments(frames, sequences, 0.0, workers)
     config = config or SyntheticConfig()
     out = Path(out)
     _check_writable(out)
+    indices = list(range(frames)) if indices is None else [int(i) for i in indices]
+    outside = [i for i in indices if not 0 <= i < frames]
+    if outside:
+        raise ValueError(f"frame indices outside [0, {frames}): {outside[:5]}")
     layout = SequenceLayout(int(frames), int(sequences))
-    jobs = [(out, config, int(seed), i, layout, overwrite) for i in range(frames)]
+    jobs = [(out, config, int(seed), i, layout, overwrite) for i in indices]
 
-    start = time.perf_counter()
     metas: list[dict] = []
-    if workers == 1:
+    if workers == 1 or len(jobs) <= 1:
         results = map(_job, jobs)
         pool = None
     else:
         # Contiguous chunks keep a sequence's frames on one worker (its world is cached there).
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        chunk = max(1, min(16, frames // (4 * workers)))
+        chunk = max(1, min(16, len(jobs) // (4 * workers)))
         results = pool.map(_job, jobs, chunksize=chunk)
     bar = Progress(
         TextColumn("synthetic"),
@@ -201,15 +215,59 @@ def write_dataset(
     )
     try:
         with bar:
-            task = bar.add_task("frames", total=frames)
+            task = bar.add_task("frames", total=len(jobs))
             for meta in results:
                 metas.append(meta)
                 bar.advance(task)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    seconds = time.perf_counter() - start
+    return metas
 
+
+def read_frame_meta(out: str | os.PathLike, index: int) -> dict:
+    """Frame ``index``'s metadata, ``OUT/.synthetic/NNNNNN.json`` (written last of its files).
+
+    Raises:
+        FileNotFoundError: the frame was not written (the message names the file).
+        ValueError: the file is not valid JSON.
+    """
+    path = Path(out) / _META_DIR / f"{int(index):06d}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (frame {int(index):06d} was not generated)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); generate the frame again") from None
+
+
+def finish_dataset(
+    out: str | os.PathLike,
+    frames: int,
+    seed: int = 0,
+    sequences: int = 0,
+    val_fraction: float = 0.2,
+    config: SyntheticConfig | None = None,
+    metas: Sequence[dict] | None = None,
+) -> dict:
+    """Write ``ImageSets/{train,val}.txt``, ``synthetic.json`` and (sequences) ``sequences.json``.
+
+    Args:
+        out, frames, seed, sequences, val_fraction, config: as :func:`write_dataset`.
+        metas: every frame's metadata, frame 0 first, as :func:`generate_frames` returns it; None:
+            read from the frames' ``.synthetic/NNNNNN.json`` (every frame must have been written).
+
+    Returns:
+        The content of ``synthetic.json``.
+    """
+    _check_arguments(frames, sequences, val_fraction)
+    config = config or SyntheticConfig()
+    out = Path(out)
+    if metas is None:
+        metas = [read_frame_meta(out, i) for i in range(frames)]
+    if len(metas) != frames:
+        raise ValueError(f"{out}: metadata of {len(metas)} frames for a {frames}-frame dataset")
+    layout = SequenceLayout(int(frames), int(sequences))
     train, val = split_frames(frames, sequences, val_fraction, seed)
     write_split(out, "train", train)
     write_split(out, "val", val)
@@ -239,5 +297,40 @@ def write_dataset(
             }
         doc = {"frame_rate_hz": config.frame_rate_hz, "sequences": index}
         atomic_write_text(out / "sequences.json", json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return summary
+
+
+def write_dataset(
+    out: str | os.PathLike,
+    frames: int,
+    seed: int = 0,
+    sequences: int = 0,
+    val_fraction: float = 0.2,
+    workers: int = 1,
+    overwrite: bool = False,
+    config: SyntheticConfig | None = None,
+    progress: bool = False,
+) -> dict:
+    """Generate ``frames`` frames into ``out`` (see the module docstring for the layout).
+
+    Args:
+        out: dataset root (created if missing).
+        frames: number of frames (≥ 1).
+        seed: the dataset's seed; the same seed and arguments give byte-identical files.
+        sequences: 0 for independent frames, else the number of sequences of consecutive frames.
+        val_fraction: share of frames (of sequences, for sequences) in ``ImageSets/val.txt``.
+        workers: processes (spawned, so numba and fork never mix); 1 runs in this process.
+        overwrite: regenerate frames whose files already exist.
+        config: generator knobs (defaults: :class:`SyntheticConfig`).
+        progress: show a progress bar (rich) on the terminal.
+
+    Returns:
+        The content of ``synthetic.json`` plus ``generated`` / ``skipped`` counts and ``seconds``.
+    """
+    _check_arguments(frames, sequences, val_fraction, workers)
+    start = time.perf_counter()
+    metas = generate_frames(out, frames, None, seed, sequences, workers, overwrite, config, progress)
+    seconds = time.perf_counter() - start
+    summary = finish_dataset(out, frames, seed, sequences, val_fraction, config, metas)
     skipped = sum(m["skipped"] for m in metas)
     return {**summary, "generated": len(metas) - skipped, "skipped": skipped, "seconds": seconds}
