@@ -10,6 +10,22 @@ Re-running with the same arguments skips frames already written (a killed run co
 ``--overwrite`` regenerates them. See :mod:`perception.data.synthetic.writer` and
 :mod:`perception.data.synthetic.semantic_writer` for the layouts; the semantickitti defaults are the
 SegmentationDataModule's embedded set (:class:`~perception.data.synthetic.SyntheticSegmentation`).
+
+**Shards** (:mod:`perception.data.sharding`), for a cluster::
+
+    python tools/make_synthetic.py --out OUT --frames 100000 --seed 0 --shard I/N     (I = 0 .. N-1)
+    python tools/make_synthetic.py --merge --out OUT
+
+``--shard I/N`` (0-based) writes only shard I's part: the frame indices dealt round-robin among
+the N shards (kitti layout, independent frames), or whole sequences (``--sequences``, and the
+semantickitti layout: a sequence's frames share one cached world), with no coordination between
+shards. It writes the frames' files and its manifest ``OUT/_shards/synthetic/shard-IIIII-of-NNNNN.json``
+(the generation settings and its items), not the files that describe the whole set. ``--merge``
+checks the N manifests (all present and finished, same N, same settings), then writes those
+files from the settings in the manifests: ImageSets/train.txt, val.txt, synthetic.json and
+sequences.json (kitti), synthetic.json (semantickitti), byte for byte what the unsharded run writes;
+it takes no generation option (exit 2) and exits 1, writing nothing, naming the manifests, while a
+shard is missing or unfinished.
 """
 
 from __future__ import annotations
@@ -24,6 +40,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perception.arguments import int_at_least
+from perception.data.sharding import Shard, parse_shard
+
+TOOL = "make_synthetic"
+JOB = "synthetic"
 
 _positive_int = int_at_least(1)
 _non_negative_int = int_at_least(0)
@@ -80,8 +100,144 @@ def build_parser() -> argparse.ArgumentParser:
         help="azimuth step in degrees (kitti 0.17, semantickitti 0.4)",
     )
     p.add_argument("--beams", type=_positive_int, default=None, help="lasers (kitti 64, semantickitti 32)")
+    p.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="I/N",
+        help="write only shard I of N (0-based) and its manifest in OUT/_shards/synthetic/; "
+        "the split and metadata files come from --merge",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="after all N shards: check their manifests, then write the split and metadata files "
+        "(needs only OUT)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
+
+
+_GENERATION_OPTIONS = (
+    "layout",
+    "frames",
+    "seed",
+    "sequences",
+    "val_fraction",
+    "overwrite",
+    "max_range",
+    "azimuth_step",
+    "beams",
+    "shard",
+)
+
+
+def _shard_items(settings: dict) -> tuple[list[str], dict[str, int]]:
+    """The items shards deal and their cost: frame ids ("000123"), or sequences ("0003"; "07" for
+    semantickitti) costed by their frames."""
+    from perception.data.synthetic import SequenceLayout
+    from perception.data.synthetic.semantic_writer import sequence_name
+
+    frames, sequences = settings["frames"], settings["sequences"]
+    if settings["layout"] == "kitti" and sequences == 0:
+        names = [f"{i:06d}" for i in range(frames)]
+        return names, dict.fromkeys(names, 1)
+    layout = SequenceLayout(frames, sequences)
+    name = sequence_name if settings["layout"] == "semantickitti" else (lambda s: f"{s:04d}")
+    cost = {name(s): int(hi - lo) for s in range(sequences) for lo, hi in [layout.bounds(s)]}
+    return list(cost), cost
+
+
+def _run_shard(out: Path, shard: Shard, settings: dict, common: dict) -> int:
+    """Write shard ``shard``'s frames (or sequences) and its manifest (pending first, then done)."""
+    from perception.data.sharding import manifest_path, shard_items, write_manifest
+    from perception.data.synthetic import SequenceLayout
+    from perception.data.synthetic.semantic_writer import check_dataset_arguments, write_sequences
+    from perception.data.synthetic.writer import generate_frames
+
+    items, cost = _shard_items(settings)
+    mine = shard_items(items, shard, cost)
+    number = {name: i for i, name in enumerate(items)}  # frame index, or sequence number
+    path = manifest_path(out, JOB, shard)
+    manifest = {"tool": TOOL, "job": JOB, "shard": shard, "items": items, "settings": settings}
+    frames, sequences, seed = settings["frames"], settings["sequences"], settings["seed"]
+    args = {**common, "frames": frames, "sequences": sequences, "seed": seed}
+    try:
+        if settings["layout"] == "semantickitti":
+            if not common["overwrite"]:
+                check_dataset_arguments(
+                    out, frames, sequences, settings["val_fraction"], seed, common["config"]
+                )
+            write_manifest(path, **manifest, outcomes={n: {"status": "pending"} for n in mine})
+            done = write_sequences(out, which=[number[n] for n in mine], **args)
+            outcomes = {
+                n: {"status": "done", "scans": r["scans"], "generated": r["generated"]}
+                for n, r in zip(mine, done, strict=True)
+            }
+        else:
+            write_manifest(path, **manifest, outcomes={n: {"status": "pending"} for n in mine})
+            if sequences:
+                layout = SequenceLayout(frames, sequences)
+                groups = {n: list(range(*layout.bounds(number[n]))) for n in mine}
+            else:
+                groups = {n: [number[n]] for n in mine}
+            metas = iter(generate_frames(out, indices=[i for g in groups.values() for i in g], **args))
+            outcomes = {}
+            for n, group in groups.items():
+                written = [next(metas) for _ in group]
+                generated = sum(not m["skipped"] for m in written)
+                outcomes[n] = {"status": "done", "frames": len(group), "generated": generated}
+    except (OSError, ValueError) as err:
+        print(f"make_synthetic: error: shard {shard}: {err}", file=sys.stderr)
+        return 1
+    write_manifest(path, **manifest, outcomes=outcomes)
+    if common["progress"]:
+        generated = sum(o["generated"] for o in outcomes.values())
+        what = "sequences" if settings["layout"] == "semantickitti" or sequences else "frames"
+        print(
+            f"shard {shard}: {len(mine)} of {len(items)} {what}, {generated} frames generated; "
+            f"{path}; merge with --merge when all shards are done"
+        )
+    return 0
+
+
+def _merge(out: Path, quiet: bool) -> int:
+    """Check the shard manifests, then write the files the unsharded run writes at its end."""
+    from perception.data.sharding import ShardError, read_manifests, shards_folder
+    from perception.data.synthetic import SyntheticConfig
+    from perception.data.synthetic.semantic_writer import finish_semantickitti
+    from perception.data.synthetic.writer import finish_dataset
+
+    try:
+        shards = read_manifests(shards_folder(out, JOB), tool=TOOL, job=JOB)
+    except ShardError as err:
+        print(f"make_synthetic: error: {err}", file=sys.stderr)
+        return 1
+    if shards.failed:
+        print(f"make_synthetic: error: {len(shards.failed)} items failed in their shards:", file=sys.stderr)
+        for line in shards.failure_lines():
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    s = shards.settings
+    try:
+        config = SyntheticConfig.from_dict(s["config"])
+        args = {"frames": s["frames"], "sequences": s["sequences"], "val_fraction": s["val_fraction"]}
+        if s["layout"] == "semantickitti":
+            summary = finish_semantickitti(out, seed=s["seed"], config=config, **args)
+        else:
+            summary = finish_dataset(out, seed=s["seed"], config=config, **args)
+    except (KeyError, TypeError) as err:
+        print(f"make_synthetic: error: {shards.manifests[0]}: malformed settings ({err!r})", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as err:
+        print(f"make_synthetic: error: {err}", file=sys.stderr)
+        return 1
+    if not quiet:
+        print(f"merged {shards.count} shards into {out}: {s['frames']} frames ({s['layout']} layout)")
+        if s["layout"] == "semantickitti":
+            print(f"{summary['num_points_mean']:.0f} points a scan; splits {json.dumps(summary['splits'])}")
+        else:
+            print(json.dumps(summary["class_counts"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     if (args.out_path is None) == (args.out is None):
         parser.error("give the dataset root once: OUT or --out OUT")
     out: Path = args.out or args.out_path
+    if args.merge:
+        given = [o for o in _GENERATION_OPTIONS if getattr(args, o) != parser.get_default(o)]
+        if given:
+            flags = ", ".join("--" + o.replace("_", "-") for o in given)
+            parser.error(f"--merge takes no {flags}: the settings come from the shards' manifests")
+        if out.exists() and not out.is_dir():
+            parser.error(f"--out {out}: exists and is not a folder")
+        return _merge(out, args.quiet)
     semantic = args.layout == "semantickitti"
     if args.frames is None and not semantic:
         parser.error("--frames is required for the kitti layout")
@@ -138,6 +302,19 @@ def main(argv: list[str] | None = None) -> int:
         "config": config,
         "progress": not args.quiet,
     }
+    if args.shard is not None:
+        val = args.val_fraction
+        if val is None:
+            val = spec.val_fraction if semantic else 0.2
+        settings = {
+            "layout": args.layout,
+            "frames": frames,
+            "seed": args.seed,
+            "sequences": sequences,
+            "val_fraction": val,
+            "config": config.to_dict(),
+        }
+        return _run_shard(out, args.shard, settings, common)
     try:
         if semantic:
             val = spec.val_fraction if args.val_fraction is None else args.val_fraction
