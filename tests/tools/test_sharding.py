@@ -280,3 +280,57 @@ def test_synthetic_merge_takes_its_settings_from_the_manifests(tmp_path, capsys)
         make_synthetic.main(["--merge", "--out", str(tmp_path), "--frames", "4", "--seed", "1"])
     assert err.value.code == 2
     assert "--merge takes no --frames, --seed" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# tools/slurm_convert_waymo.sh, with a stand-in sbatch that runs each job's --wrap here at once
+
+FAKE_SBATCH = """#!{python}
+import json, os, subprocess, sys
+argv = sys.argv[1:]
+log = os.environ["SBATCH_LOG"]
+calls = json.load(open(log)) if os.path.exists(log) else []
+calls.append(argv)
+json.dump(calls, open(log, "w"))
+wrap = argv[argv.index("--wrap") + 1]
+array = [a.split("=", 1)[1] for a in argv if a.startswith("--array=")]
+for task in range(int(array[0].split("-")[1]) + 1) if array else [None]:
+    env = dict(os.environ, **({{}} if task is None else {{"SLURM_ARRAY_TASK_ID": str(task)}}))
+    if subprocess.run(["sh", "-c", wrap], env=env, stdout=sys.stderr).returncode:  # logs, not stdout
+        sys.exit(1)
+print(f"{{1000 + len(calls)}};cluster")
+"""
+
+
+@pytest.mark.slow  # three runs of the tool in subprocesses: 8-15 s
+def test_slurm_script_submits_the_shards_then_the_merge(waymo_record, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(FAKE_SBATCH.format(python=sys.executable))
+    sbatch.chmod(0o755)
+    out = tmp_path / "converted"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "SBATCH_LOG": str(tmp_path / "calls.json"),
+        "SHARDS": "2",
+        "WORKERS": "1",
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "tools" / "slurm_convert_waymo.sh"), str(waymo_record.parent), str(out), "train",
+         "--quiet"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shards: job 1001 (tasks 0-1); merge: job 1002, after all of them" in result.stdout
+    shards, merge = json.loads((tmp_path / "calls.json").read_text())
+    assert "--array=0-1" in shards and shards[-1].endswith("--shard $SLURM_ARRAY_TASK_ID/2")
+    assert "--dependency=afterok:1001" in merge and "--merge" in merge[-1]
+    assert [p.name for p in sorted((out / "_shards" / "train").iterdir())] == [
+        "shard-00000-of-00002.json",
+        "shard-00001-of-00002.json",
+    ]
+    assert len((out / "ImageSets" / "train.txt").read_text().split()) == 1
+    assert (out / "gt_database" / "index.json").is_file()
