@@ -235,7 +235,11 @@ def _run_shard(args: argparse.Namespace, sources: list, show: bool) -> int:
                 **{k: r[k] for k in ("context_name", "frames", "points", "class_counts")},
             }
         else:
-            outcomes[name] = {"status": "failed", "error": f"{_label(*by_name[name][1:3])}: {_error_text(r)}"}
+            outcomes[name] = {
+                "status": "failed",
+                "source": _label(*by_name[name][1:3]),
+                "error": _error_text(r),
+            }
     write_manifest(path, **manifest, outcomes=outcomes, info={**info, "seconds": round(seconds, 3)})
     if show:
         _print_converted(args, done, len(failed), seconds)
