@@ -302,7 +302,7 @@ print(f"{{1000 + len(calls)}};cluster")
 """
 
 
-@pytest.mark.slow  # three runs of the tool in subprocesses: 8-15 s
+@pytest.mark.slow  # three runs of the tool in subprocesses: 6-15 s here
 def test_slurm_script_submits_the_shards_then_the_merge(waymo_record, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
