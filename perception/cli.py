@@ -24,6 +24,7 @@ from perception.data.semantickitti import SemanticKittiFormatError
 from perception.data.shapes.errors import ShapeFormatError
 from perception.data.waymo import WaymoFormatError
 from perception.structures.segmentation import UnknownLabelError
+from perception.tasks.ddp import BroadcastBuffers
 from perception.tasks.detection import DetectionTask
 from perception.tasks.resume import RngState, StepCheckpoint, find_last_checkpoint
 from perception.viz.wandb import WandbDetectionLogger, WandbOccupancyLogger, WandbSegmentationLogger
@@ -116,6 +117,7 @@ def _trainer_defaults(name: str, callbacks: list) -> dict:
             RichProgressBar(leave=True),
             LearningRateMonitor(logging_interval="step"),
             RngState(),
+            BroadcastBuffers(),
             *callbacks,
         ],
     }

@@ -41,7 +41,7 @@ from perception.eval.shapes import (
 )
 from perception.models.pointnet import orthogonality_loss
 from perception.structures.shapes import PartTaxonomy, PointSetBatch
-from perception.tasks.evaluation import finish_evaluation
+from perception.tasks.evaluation import finish_evaluation, log_stage_loss, stage_losses
 from perception.tasks.schedule import adamw_one_cycle_from_hparams
 
 __all__ = [
@@ -137,7 +137,7 @@ class _ShapeTask(L.LightningModule):
             self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=n)
             self.log("loss", losses["loss"].detach(), prog_bar=True, batch_size=n, logger=False)
         else:
-            self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=n, sync_dist=True)
+            log_stage_loss(self, stage, losses["loss"], n)
 
     def _init_model(
         self,
@@ -150,6 +150,7 @@ class _ShapeTask(L.LightningModule):
         class names or the taxonomy)."""
         self.model = model
         self.evaluators = nn.ModuleList(evaluators if evaluators is not None else [default()])
+        self.stage_losses = stage_losses()
         for evaluator in self.evaluators:
             evaluator.bind(bind_to)
         self.last_metrics: dict[str, float] = {}

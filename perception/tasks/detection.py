@@ -21,6 +21,7 @@ from torch import nn
 from perception.eval.detection import Evaluator
 from perception.models import Detector
 from perception.structures import Batch, Detections
+from perception.tasks.evaluation import log_stage_loss, stage_losses
 from perception.tasks.schedule import adamw_one_cycle
 
 __all__ = ["DetectionTask"]
@@ -75,6 +76,7 @@ class DetectionTask(L.LightningModule):
         object.__setattr__(self, "_forward_model", torch.compile(model) if compile else model)
         self.class_names = list(class_names)
         self.evaluators = nn.ModuleList(evaluators or [])
+        self.stage_losses = stage_losses()
         for evaluator in self.evaluators:
             evaluator.bind(self.class_names)
         self.last_metrics: dict[str, float] = {}
@@ -98,7 +100,7 @@ class DetectionTask(L.LightningModule):
     def _evaluation_step(self, batch: Batch, stage: str) -> list[Detections]:
         output = self(batch)
         losses = self.model.loss(output, batch)
-        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
+        log_stage_loss(self, stage, losses["loss"], batch.batch_size)
         detections = self.model.predict(output, batch)
         for evaluator in self.evaluators:
             evaluator.update(detections, batch)
@@ -120,7 +122,7 @@ class DetectionTask(L.LightningModule):
             evaluator.reset()
             metrics.update(results)
             for key, value in evaluator.headline(results).items():
-                self.log(f"{stage}/{key}", value, prog_bar=key == evaluator.progress_key, sync_dist=False)
+                self.log(f"{stage}/{key}", value, prog_bar=key == evaluator.progress_key, sync_dist=True)
         self.last_metrics, self.last_curves = metrics, curves
 
     def on_validation_epoch_end(self) -> None:

@@ -33,7 +33,7 @@ from perception.eval.occupancy import OccupancyEvaluator, format_comparison
 from perception.models.occupancy import forecast_probabilities
 from perception.structures import Batch
 from perception.structures.occupancy import OccupancyForecast, OccupancyTargets
-from perception.tasks.evaluation import finish_evaluation
+from perception.tasks.evaluation import finish_evaluation, log_stage_loss, stage_losses
 from perception.tasks.schedule import adamw_one_cycle
 
 __all__ = ["OccupancyTask", "soft_iou_loss", "warp_by_flow"]
@@ -113,6 +113,7 @@ class OccupancyTask(L.LightningModule):
         if evaluators is None:
             evaluators = [OccupancyEvaluator(num_waypoints=int(getattr(model, "num_waypoints", 8)))]
         self.evaluators = nn.ModuleList(evaluators)
+        self.stage_losses = stage_losses()
         self.last_metrics: dict[str, float] = {}
 
     def forward(self, batch: Batch) -> OccupancyForecast:
@@ -162,7 +163,7 @@ class OccupancyTask(L.LightningModule):
         forecast = forecast_probabilities(logits)
         if batch.occupancy is not None:
             loss = self.loss(logits, batch.occupancy)["loss"]
-            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
+            log_stage_loss(self, stage, loss, batch.batch_size)
             for evaluator in self.evaluators:
                 evaluator.update([forecast], batch)
         return forecast

@@ -23,7 +23,7 @@ from torch import nn
 from perception.eval.segmentation import SegmentationEvaluator
 from perception.structures import Batch, LabelMap
 from perception.structures.segmentation import label_map as make_label_map
-from perception.tasks.evaluation import finish_evaluation
+from perception.tasks.evaluation import finish_evaluation, log_stage_loss, stage_losses
 from perception.tasks.schedule import adamw_one_cycle_from_hparams
 
 __all__ = ["SegmentationTask", "lovasz_softmax"]
@@ -104,6 +104,7 @@ class SegmentationTask(L.LightningModule):
         self.backbone = backbone
         self.classifier = nn.Linear(width, self.label_map.num_classes)
         self.evaluators = nn.ModuleList(evaluators if evaluators is not None else [SegmentationEvaluator()])
+        self.stage_losses = stage_losses()
         for evaluator in self.evaluators:
             evaluator.bind(self.class_names)
         self.last_metrics: dict[str, float] = {}
@@ -165,7 +166,7 @@ class SegmentationTask(L.LightningModule):
         logits = self(batch)
         if batch.point_labels is not None:
             loss = self.loss(logits, batch)["loss"]
-            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
+            log_stage_loss(self, stage, loss, batch.batch_size)
         predictions = self.predictions(logits, batch)
         if batch.point_labels is not None:
             for evaluator in self.evaluators:

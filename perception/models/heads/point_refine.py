@@ -210,9 +210,16 @@ class PointRefinementHead(nn.Module):
     # ------------------------------------------------------------------------------------- training
 
     def _jitter(self, boxes: torch.Tensor) -> torch.Tensor:
-        """``gt_jitter_copies`` noisy copies of (M, 7) boxes → (M · copies, 7)."""
+        """``gt_jitter_copies`` noisy copies of (M, 7) boxes → (M · copies, 7).
+
+        Training draws the noise from the global random state; evaluation (the validation loss) from a
+        generator seeded with 0 for every sample, so a validation loss does not depend on what ran
+        before it (nor on how samples are split across processes).
+        """
         boxes = boxes.float().repeat(self.gt_jitter_copies, 1)
-        noise = torch.randn_like(boxes) * self.jitter_std.to(boxes.device)
+        generator = None if self.training else torch.Generator(boxes.device).manual_seed(0)
+        noise = torch.randn(boxes.shape, generator=generator, device=boxes.device, dtype=boxes.dtype)
+        noise = noise * self.jitter_std.to(boxes.device)
         out = boxes.clone()
         out[:, 0:3] += noise[:, 0:3] * boxes[:, 3:6]
         out[:, 3:6] *= noise[:, 3:6].exp()
@@ -281,7 +288,9 @@ class PointRefinementHead(nn.Module):
             ``"refine_fg"`` (the number of RoIs that learn a residual, a float tensor).
         """
         rois, labels, ious, matched = self.sample_rois(detections, gt_boxes, gt_labels)
-        logits, residuals = self(points, batch_index, rois, labels, random=True)
+        # training pools RoI points at random; evaluation by the coordinate hash inference uses, so a
+        # validation loss is the same in any process and whatever ran before it
+        logits, residuals = self(points, batch_index, rois, labels, random=self.training)
         if logits.numel() == 0:
             zero = sum(p.sum() for p in self.parameters()) * 0.0
             return {
