@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from perception.data.datamodules import DetectionDataModule
 from perception.data.kitti import KittiFormatError
 from perception.data.semantickitti import SemanticKittiFormatError
+from perception.data.sequences.base import SequenceError
 from perception.data.shapes.errors import ShapeFormatError
 from perception.data.waymo import WaymoFormatError
 from perception.structures.segmentation import UnknownLabelError
@@ -57,6 +58,7 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
     SemanticKittiFormatError,
     UnknownLabelError,
     ShapeFormatError,
+    SequenceError,
     ConfigError,
 )
 """The errors a tool reports as one line and exit status 2: missing data or config, malformed files."""
@@ -165,7 +167,10 @@ class DetectionCLI(LightningCLI):
 
     ``data.class_names`` is linked to ``model.class_names``, so classes are named once. Defaults: a
     rich progress bar, a CSV logger under ``outputs/``, checkpoints of the last and the best epoch by
-    the validation loss, the learning rate logged every step, and
+    the validation loss, ``last.ckpt`` also every 200 training steps (``--step_checkpoint.
+    every_n_train_steps``; :mod:`perception.tasks.resume`, with the random states in every
+    checkpoint, so ``--ckpt_path last`` resumes exactly), rank 0's BatchNorm statistics for every
+    evaluation under DDP, the learning rate logged every step, and
     :class:`~perception.viz.wandb.WandbDetectionLogger` (3D scenes and BEV images of validation
     batches; idle unless a W&B logger is configured, e.g. with ``--config wandb.yaml``).
     """

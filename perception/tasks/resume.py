@@ -11,8 +11,8 @@ trained on) and augmentation is keyed by ``(seed, epoch, index)``. This module a
   resuming;
 - :class:`StepCheckpoint`: ``last.ckpt`` every N training steps, so a kill loses at most N steps;
 - :func:`find_last_checkpoint`: what ``--ckpt_path last`` means in the CLIs — the newest ``last.ckpt``
-  of *any* earlier version of the run's logger (Lightning's own ``"last"`` looks only in the new
-  version's empty folder).
+  of *any* earlier version of the run's logger, or SLURM's time-limit checkpoint (Lightning's own
+  ``"last"`` looks only in the new version's empty folder).
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
     """The newest ``last*.ckpt`` a fit of this configuration wrote, or None.
 
     Looks in every :class:`ModelCheckpoint`'s explicit ``dirpath``, in ``<save_dir>/<name>/*/checkpoints``
-    of the first logger (every version of the run: each start of a fit logs to a new one), and in
-    ``<default_root_dir>/checkpoints`` when there is no logger.
+    of the first logger (every version of the run: each start of a fit logs to a new one), in
+    ``<default_root_dir>/checkpoints`` when there is no logger, and at the ``hpc_ckpt_<n>.ckpt`` files
+    Lightning's SLURM plug-in writes into ``default_root_dir`` when warned of the time limit
+    (SIGUSR1); the newest file wins.
     """
     candidates: list[Path] = []
     for callback in trainer.checkpoint_callbacks:
@@ -135,6 +137,7 @@ def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
             candidates += _last_files(folder)
     else:
         candidates += _last_files(Path(trainer.default_root_dir) / "checkpoints")
+    candidates += [p for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt") if p.is_file()]
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, str(p)))

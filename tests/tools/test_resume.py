@@ -77,3 +77,28 @@ def test_a_fit_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     assert resumed.keys() == reference.keys()
     differ = [k for k in reference if not torch.equal(reference[k], resumed[k])]
     assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:5]}"
+
+
+def test_last_means_the_newest_last_checkpoint_of_any_version_or_slurms(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from perception.tasks.resume import StepCheckpoint, find_last_checkpoint
+
+    trainer = L.Trainer(
+        logger=CSVLogger(tmp_path, name="task"), default_root_dir=tmp_path, callbacks=[StepCheckpoint(5)]
+    )
+    assert find_last_checkpoint(trainer) is None
+    older = tmp_path / "task" / "version_0" / "checkpoints" / "last.ckpt"
+    newer = tmp_path / "task" / "version_1" / "checkpoints" / "last.ckpt"
+    for i, path in enumerate((older, newer)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+    assert find_last_checkpoint(trainer) == newer
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # written by Lightning's SLURM plug-in at the time-limit warning
+    hpc.write_bytes(b"x")
+    os.utime(hpc, ns=(10**18 + 5, 10**18 + 5))
+    assert find_last_checkpoint(trainer) == hpc
+    with pytest.raises(ValueError, match=">= 0"):
+        StepCheckpoint(-1)
