@@ -102,3 +102,15 @@ def test_last_means_the_newest_last_checkpoint_of_any_version_or_slurms(tmp_path
     assert find_last_checkpoint(trainer) == hpc
     with pytest.raises(ValueError, match=">= 0"):
         StepCheckpoint(-1)
+
+
+def test_validate_with_ckpt_path_last_and_no_checkpoint_exits_2_saying_so(tmp_path, capsys):
+    from perception.cli import main
+
+    argv = ["validate", "--config", "pointpillars_synthetic.yaml", "--data.root", str(tmp_path / "none"),
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path),
+            "--ckpt_path", "last"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "--ckpt_path last: no last.ckpt under" in capsys.readouterr().err
