@@ -21,7 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from perception.gpu_check import Options, all_checks, format_report, run_checks, select_checks, write_json
+from perception.gpu_check import (
+    Options,
+    all_checks,
+    environment,
+    format_environment,
+    format_report,
+    run_checks,
+    select_checks,
+    write_json,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         perturb=args.perturb,
         speed=not args.no_speed,
     )
+    print("environment:\n" + format_environment(environment()) + "\n", flush=True)
     report = run_checks(options, log=lambda line: print(line, flush=True))
-    print("\n" + format_report(report), flush=True)
+    print("\n" + format_report(report, with_environment=False), flush=True)
     if args.json is not None:
         write_json(report, args.json)
         print(f"wrote {args.json}")

@@ -35,6 +35,7 @@ __all__ = [
     "Report",
     "all_checks",
     "environment",
+    "format_environment",
     "format_report",
     "run_checks",
     "select_checks",
@@ -381,11 +382,12 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
-def format_report(report: Report) -> str:
-    """The report as text: the environment, one table row per output of each check (CPU ms, second
-    device ms, max abs / rel difference, tolerance, result), the timings, and the verdict."""
+def format_report(report: Report, with_environment: bool = True) -> str:
+    """The report as text: the environment (unless ``with_environment`` is False), one table row per
+    output of each check (CPU ms, second device ms, max abs / rel difference, tolerance, result), the
+    timings, and the verdict."""
     second = report.second
-    lines = ["environment:", format_environment(report.environment), ""]
+    lines = ["environment:", format_environment(report.environment), ""] if with_environment else []
     header = [
         "check",
         "output",
@@ -452,12 +454,14 @@ def verdict_line(report: Report) -> str:
         f"speed {s.device} {s.precision}" for s in report.speed if s.error
     ]
     took = f"{report.seconds:.0f} s"
+    n = len(report.checks)
+    checks = f"{n} check{'' if n == 1 else 's'}"
     if failed:
         return f"GPU check: FAILED ({', '.join(failed)}) in {took}"
     if report.second is None:
-        return f"{NO_GPU} ({len(report.checks)} checks ran on the CPU in {took})"
+        return f"{NO_GPU} ({checks} ran on the CPU in {took})"
     against = "the GPU" if report.second == "cuda" else "the CPU's tensor paths"
-    return f"GPU check: PASS — {len(report.checks)} checks, the CPU against {against}, in {took}"
+    return f"GPU check: PASS — {checks}, the CPU against {against}, in {took}"
 
 
 def write_json(report: Report, path: Path) -> None:

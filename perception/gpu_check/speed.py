@@ -103,7 +103,8 @@ def _median_seconds(
     return statistics.median(seconds), peak
 
 
-def _batch(setup: SpeedSetup, seed: int, config: str) -> Batch:
+def _batch(setup: SpeedSetup, seed: int, config: str, channels: int) -> Batch:
+    """Waymo-sized frames inside ``config``'s range, their first ``channels`` point columns."""
     rng = np.random.default_rng(seed)
     samples = []
     for i in range(setup.frames):
@@ -111,7 +112,7 @@ def _batch(setup: SpeedSetup, seed: int, config: str) -> Batch:
         samples.append(
             Sample(
                 frame_id=f"frame{i}",
-                points=points,
+                points=np.ascontiguousarray(points[:, :channels]),
                 boxes=boxes,
                 labels=labels,
                 difficulty=np.zeros(len(boxes), np.int32),
@@ -136,7 +137,8 @@ def detector_speed(
     ]
     try:
         task: nn.Module = build_task(CONFIG_DIR / config, seed=seed).to(device)
-        batch = _batch(setup, seed, config).to(device)
+        channels = int(getattr(task.model.encoder, "in_channels", 5))
+        batch = _batch(setup, seed, config, channels).to(device)
         with torch.no_grad():
             task_family(task).calibrate(Clouds(batch.points, batch.batch_index, batch.batch_size))
     except Exception as err:  # the whole section could not start: every row says why
