@@ -20,10 +20,15 @@ class PillarScatter(nn.Module):
     """
 
     def forward(self, voxels: VoxelFeatures) -> torch.Tensor:
-        """(V, C) features at ``[b, z, y, x]`` → (B, C·D, H, W) float, rows y, columns x."""
+        """(V, C) features at ``[b, z, y, x]`` → (B, C·D, H, W) float, rows y, columns x, in
+        channels-last memory (strides ``(H·W·C·D, 1, W·C·D, C·D)``: each cell's channels side by side,
+        which is how the features are written and the layout oneDNN's convolutions run fastest on)."""
         d, h, w = voxels.spatial_shape
         f = voxels.features
-        canvas = f.new_zeros(voxels.batch_size, d, h, w, f.shape[1])
+        b, c = voxels.batch_size, f.shape[1]
+        canvas = f.new_zeros(b, d, h, w, c)
         idx = voxels.coords.long().unbind(1)
         canvas = canvas.index_put(idx, f)  # coords are unique: a plain put
-        return canvas.permute(0, 4, 1, 2, 3).reshape(voxels.batch_size, f.shape[1] * d, h, w)
+        if d == 1:  # pillars: the canvas already holds each cell's channels side by side
+            return canvas[:, 0].permute(0, 3, 1, 2)
+        return canvas.permute(0, 2, 3, 4, 1).reshape(b, h, w, c * d).permute(0, 3, 1, 2)
