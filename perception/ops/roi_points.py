@@ -7,8 +7,10 @@ the point's coordinates (inference; points at the same coordinates, e.g. two ret
 other columns), so the choice does not depend on the order of the points. RoIs
 holding fewer points repeat them (a max-pool over the points does not notice). Finding the points in
 the RoIs runs a numba kernel on the CPU (points sorted by x once, each RoI scans the slab within its
-circumscribed radius) and tensor ops on other devices; both give the same (RoI, point) pairs.
-:func:`points_in_roi_frame` then expresses the pooled points in each RoI's frame.
+circumscribed radius) and tensor ops on other devices; both give the same (RoI, point) pairs. The
+hash-keyed choice then runs per RoI in a second kernel on the CPU (a sort of each RoI's pairs, ties
+by the columns), the tensor path as a chain of stable sorts over all pairs; both give the same
+indices. :func:`points_in_roi_frame` then expresses the pooled points in each RoI's frame.
 
 Boxes are ``[x, y, z, l, w, h, yaw]`` in the lidar frame (metres, ``(x, y, z)`` the centre, yaw
 counter-clockwise from +x; :mod:`perception.geometry.boxes`). A RoI's frame has its origin at the
@@ -83,6 +85,62 @@ def _pairs_in_rois(xyz, rois, half):  # pragma: no cover - numba
     return roi_out, point_out
 
 
+@numba.njit(cache=True, inline="always")
+def _before(a, b, sort_key, values):  # pragma: no cover - numba
+    """Whether pair position ``a`` comes before ``b``: by key, then the point's columns, then position."""
+    if sort_key[a] != sort_key[b]:
+        return sort_key[a] < sort_key[b]
+    for c in range(values.shape[1]):
+        if values[a, c] != values[b, c]:
+            return values[a, c] < values[b, c]
+    return a < b
+
+
+@numba.njit(cache=True)
+def _choose_by_key(roi_index, point_index, key, points, num_rois, num_points):  # pragma: no cover - numba
+    """:func:`roi_points`' deterministic choice on the CPU, from the pairs of :func:`_pairs_in_rois`.
+
+    Each RoI's pairs are ordered by ``2 · roi + key[point]`` (float64, as the tensor path computes
+    it), equal values by the point's columns, then by pair position (the tensor path's stable sorts);
+    the first ``num_points`` are taken, repeated in order when the RoI holds fewer. Returns the
+    (R, P) indices and the (R,) counts.
+    """
+    count = np.zeros(num_rois, np.int64)
+    for q in range(roi_index.shape[0]):
+        count[roi_index[q]] += 1
+    index = np.zeros((num_rois, num_points), np.int64)
+    start = 0
+    for j in range(num_rois):
+        n = count[j]
+        if n == 0:
+            continue
+        sort_key = np.empty(n, np.float64)
+        values = np.empty((n, points.shape[1]), points.dtype)
+        for q in range(n):
+            p = point_index[start + q]
+            sort_key[q] = np.float64(j) * 2.0 + key[p]
+            values[q] = points[p]
+        order = np.argsort(sort_key, kind="mergesort")  # stable: ties keep the pairs' order
+        q = 1
+        while q < n:  # runs of equal keys (points at one x, y, z): by their columns, then position
+            if sort_key[order[q]] != sort_key[order[q - 1]]:
+                q += 1
+                continue
+            first = q - 1
+            while q < n and sort_key[order[q]] == sort_key[order[first]]:
+                q += 1
+            for a in range(first + 1, q):  # insertion sort of the (short) run
+                item, b = order[a], a - 1
+                while b >= first and _before(item, order[b], sort_key, values):
+                    order[b + 1] = order[b]
+                    b -= 1
+                order[b + 1] = item
+        for slot in range(num_points):
+            index[j, slot] = point_index[start + order[slot % n]]
+        start += n
+    return index, count
+
+
 def _pairs_torch(
     xyz: torch.Tensor, rois: torch.Tensor, half: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,6 +197,15 @@ def roi_points(
         roi_index, point_index = torch.from_numpy(roi_np), torch.from_numpy(point_np)
     else:
         roi_index, point_index = _pairs_torch(xyz, rois, half)
+    if not random and device.type == "cpu" and not _TORCH_ON_CPU:
+        key = _coordinate_hash(xyz)
+        values = (
+            points.detach() if points.dtype in (torch.float32, torch.float64) else points.detach().float()
+        )
+        index_np, count_np = _choose_by_key(
+            roi_np, point_np, key.numpy(), values.contiguous().numpy(), r, num_points
+        )
+        return torch.from_numpy(index_np), torch.from_numpy(count_np)
     if random:
         key = torch.rand(point_index.shape[0], generator=generator, dtype=torch.float64, device="cpu")
         key = key.to(device)

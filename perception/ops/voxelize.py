@@ -35,6 +35,17 @@ Every point in the grid belongs to its voxel, with no caps. Voxels are sorted by
 ``scatter_max`` reduce per-point features into those voxels, deterministically (segment reductions
 over points sorted by voxel, no atomics) and with autograd.
 
+Grouping by voxel (``group_by_voxel``, the encoders' first step on the CPU)
+---------------------------------------------------------------------------
+``dynamic_voxelize``'s voxels, with the points inside the grid sorted by voxel and, within a voxel,
+by a key computed from the row's values alone (x as an ordered unsigned integer, then a 31-bit FNV-1a
+hash of the row's float32 words; equal keys by input position): the order of
+:func:`perception.models.encoders.grouping.canonical_order`, which the encoders' segment reductions
+need to be bitwise independent of the input order. One numba pass: cells with spconv's float32
+arithmetic, a counting sort by cell over a dense per-cell table where the grid (times the batch) has
+at most ``max(4 N, 2**22)`` cells (else a stable sort of the cell keys), then a sort of each voxel's
+run by the key (insertion sort for short runs).
+
 Backends (hard voxelization): NumPy in → NumPy out through one numba kernel; torch in → torch out
 on the same device: CPU tensors share memory with the numba kernel, other devices (CUDA), or inputs
 that require grad, run a pure-torch version (``torch.unique`` + stable sorts) that gives the same
@@ -71,6 +82,7 @@ __all__ = [
     "DynamicVoxels",
     "dynamic_voxelize",
     "grid_shape",
+    "group_by_voxel",
     "scatter_max",
     "scatter_mean",
     "voxelize",
@@ -85,6 +97,8 @@ _TORCH_ON_CPU = False
 # most this many cells and at most _DENSE_CELLS_PER_POINT cells a point; else a hash table.
 _DENSE_MAX_CELLS = 1 << 21
 _DENSE_CELLS_PER_POINT = 16
+# group_by_voxel counts points per cell in a dense table up to this many cells (or 4 a point).
+_GROUP_DENSE_CELLS = 1 << 22
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -525,6 +539,136 @@ def dynamic_voxelize(
     coords = coords if batch is not None else coords[:, 1:]
     nx, ny, nz = grid.shape_xyz
     return DynamicVoxels(point_voxel, coords.to(torch.int32), counts.to(torch.int32), (nz, ny, nx))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_key(points, i):  # pragma: no cover - numba
+    """The within-voxel key of row ``i``: x's float32 bits as an ordered unsigned integer (31 bits up),
+    then a 31-bit FNV-1a hash of the row's float32 words."""
+    words = points[i].view(np.uint32)
+    x = np.int64(words[0])
+    x_key = x ^ np.int64(0xFFFFFFFF) if x >= np.int64(1) << 31 else x | (np.int64(1) << 31)
+    h = np.int64(0x811C9DC5)
+    for c in range(words.shape[0]):
+        h = ((h ^ np.int64(words[c])) * np.int64(0x01000193)) & np.int64(0xFFFFFFFF)
+    h = (h ^ (h >> 16)) & np.int64(0x7FFFFFFF)
+    return (x_key << 31) | h
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_kernel(points, batch, lo, size, nx, ny, nz, num_batches, dense):  # pragma: no cover - numba
+    """Numba kernel of ``group_by_voxel``: (index (N',), voxel (N',), counts (V,), cell keys (V,))."""
+    n = points.shape[0]
+    num_cells = np.int64(nx) * np.int64(ny) * np.int64(nz)
+    key = np.empty(n, np.int64)
+    inside = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        fx = np.floor((points[i, 0] - lo[0]) / size[0])
+        fy = np.floor((points[i, 1] - lo[1]) / size[1])
+        fz = np.floor((points[i, 2] - lo[2]) / size[2])
+        if not (fx >= 0 and fy >= 0 and fz >= 0 and fx < nx and fy < ny and fz < nz):
+            continue
+        key[m] = ((np.int64(fz) * ny + np.int64(fy)) * nx + np.int64(fx)) + batch[i] * num_cells
+        inside[m] = i
+        m += 1
+    key, inside = key[:m], inside[:m]
+    # by cell, equal cells in input order
+    if dense:
+        table = np.zeros(num_batches * num_cells + 1, np.int64)
+        for q in range(m):
+            table[key[q] + 1] += 1
+        for c in range(1, table.shape[0]):
+            table[c] += table[c - 1]
+        order = np.empty(m, np.int64)
+        for q in range(m):
+            order[table[key[q]]] = q
+            table[key[q]] += 1
+    else:
+        order = np.argsort(key, kind="mergesort")
+    cells = np.empty(m, np.int64)
+    counts = np.zeros(m, np.int64)
+    voxel = np.empty(m, np.int64)
+    index = np.empty(m, np.int64)
+    v = -1
+    for q in range(m):
+        k = key[order[q]]
+        if v < 0 or k != cells[v]:
+            v += 1
+            cells[v] = k
+        counts[v] += 1
+        voxel[q] = v
+        index[q] = inside[order[q]]
+    num_voxels = v + 1
+    # within each voxel by the row key, equal keys in input order
+    row_key = np.empty(m, np.int64)
+    for q in range(m):
+        row_key[q] = _row_key(points, index[q])
+    start = 0
+    for v in range(num_voxels):
+        end = start + counts[v]
+        if end - start <= 32:
+            for a in range(start + 1, end):
+                rk, item, b = row_key[a], index[a], a - 1
+                while b >= start and row_key[b] > rk:
+                    row_key[b + 1], index[b + 1] = row_key[b], index[b]
+                    b -= 1
+                row_key[b + 1], index[b + 1] = rk, item
+        else:
+            run = np.argsort(row_key[start:end], kind="mergesort")
+            index[start:end] = index[start:end][run]
+        start = end
+    return index, voxel, counts[:num_voxels].copy(), cells[:num_voxels].copy()
+
+
+def group_by_voxel(
+    points: torch.Tensor,
+    voxel_size: Sequence[float],
+    point_cloud_range: Sequence[float],
+    batch: torch.Tensor,
+    num_batches: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+    """The points inside the grid grouped by voxel, in the within-voxel order of the module docstring.
+
+    Args:
+        points: (N, C) float CPU tensor, x, y, z metres then attributes (hashed as float32 words).
+        voxel_size, point_cloud_range: the grid, as for ``dynamic_voxelize``.
+        batch: (N,) int CPU tensor, each point's sample (>= 0).
+        num_batches: B (> every batch index); by default ``batch.max() + 1``.
+
+    Returns:
+        ``index`` (N',) int64 into ``points``: the points inside, by (voxel, key, input position);
+        ``voxel`` (N',) int64 each of them's voxel, non-decreasing; ``num_points`` (V,) int64;
+        ``coords`` (V, 4) int32 ``[b, z, y, x]``, sorted (``dynamic_voxelize``'s voxels and order);
+        the grid's ``(nz, ny, nx)``.
+    """
+    points = _check_points(points)
+    if points.device.type != "cpu" or batch.device.type != "cpu":
+        raise ValueError("group_by_voxel runs on CPU tensors; use dynamic_voxelize elsewhere")
+    grid = _make_grid(voxel_size, point_cloud_range)
+    if batch.shape != (len(points),) or batch.dtype.is_floating_point or batch.dtype == torch.bool:
+        raise ValueError(f"batch must be an integer tensor of shape ({len(points)},)")
+    if len(batch) and int(batch.min()) < 0:
+        raise ValueError("batch must be >= 0")
+    if num_batches is None:
+        num_batches = int(batch.max()) + 1 if len(batch) else 1
+    nx, ny, nz = grid.shape_xyz
+    words = points.detach().to(torch.float32).contiguous().numpy()
+    table = num_batches * grid.num_cells
+    index, voxel, counts, cells = _group_kernel(
+        words,
+        batch.detach().to(torch.int64).contiguous().numpy(),
+        grid.lo,
+        grid.size,
+        nx,
+        ny,
+        nz,
+        num_batches,
+        table <= max(4 * len(points), _GROUP_DENSE_CELLS),
+    )
+    cells_t = torch.from_numpy(cells)
+    coords = _unlinear_zyx(cells_t, grid).to(torch.int32)
+    return torch.from_numpy(index), torch.from_numpy(voxel), torch.from_numpy(counts), coords, (nz, ny, nx)
 
 
 def _segments(

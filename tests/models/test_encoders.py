@@ -3,6 +3,7 @@ samples, no empty voxels, gradients to every parameter, and the padding-free att
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 
@@ -11,9 +12,10 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from perception.models.encoders import PointNetEncoder, PVTEncoder, group_points
-from perception.models.encoders.grouping import canonical_order
+from perception.models.encoders import PointNetEncoder, PVTEncoder, group_points, grouping
+from perception.models.encoders.grouping import PointGroups, canonical_order
 from perception.models.encoders.pvt import segment_attention, segment_softmax
+from perception.ops import voxelize
 from perception.structures import VoxelFeatures
 
 VOXEL = [1.0, 1.0, 1.0]
@@ -235,3 +237,69 @@ def test_canonical_order_is_by_voxel_then_x_and_ignores_the_input_order() -> Non
     for _ in range(3):
         perm = torch.randperm(500, generator=g)
         assert torch.equal(points[perm][canonical_order(points[perm], voxel[perm])], rows)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Grouping on the CPU: one numba pass (perception.ops.voxelize.group_by_voxel) gives the torch path's groups
+
+
+@contextlib.contextmanager
+def torch_grouping() -> Iterator[None]:
+    old, grouping._TORCH_ON_CPU = grouping._TORCH_ON_CPU, True
+    try:
+        yield
+    finally:
+        grouping._TORCH_ON_CPU = old
+
+
+def assert_same_groups(a: PointGroups, b: PointGroups) -> None:
+    for field in ("points", "voxel", "num_points", "coords"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.dtype == y.dtype and torch.equal(x, y), field
+    assert a.spatial_shape == b.spatial_shape and a.batch_size == b.batch_size
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(0, 3000),
+    batch_size=st.integers(1, 3),
+    voxel=st.sampled_from([[1.0, 1.0, 1.0], [0.25, 0.25, 2.0], [0.05, 0.05, 0.05], [4.0, 4.0, 4.0]]),
+    ties=st.booleans(),
+    dense=st.booleans(),
+)
+def test_grouping_kernel_gives_the_torch_paths_groups(
+    seed: int, n: int, batch_size: int, voxel: list[float], ties: bool, dense: bool
+) -> None:
+    """Dense-table and sorted-key cell orders, short and long runs (insertion sort and merge sort),
+    rows with equal x, identical rows, negative coordinates and -0.0, points outside the range."""
+    points, batch = make_points(n, seed, batch_size)
+    if ties and n > 10:
+        g = torch.Generator().manual_seed(seed)
+        points[: n // 3, 0] = points[n // 3 : 2 * (n // 3), 0]  # equal x, other columns differ
+        dup = torch.randint(0, n, (n // 5,), generator=g)
+        points[-(n // 5) :], batch[-(n // 5) :] = points[dup], batch[dup]  # identical rows
+        points[::7, 0] = -0.0
+    old, voxelize._GROUP_DENSE_CELLS = (
+        voxelize._GROUP_DENSE_CELLS,
+        voxelize._GROUP_DENSE_CELLS if dense else 0,
+    )
+    try:
+        a = group_points(points, batch, voxel, RANGE, batch_size)
+    finally:
+        voxelize._GROUP_DENSE_CELLS = old
+    with torch_grouping():
+        b = group_points(points, batch, voxel, RANGE, batch_size)
+    assert_same_groups(a, b)
+
+
+def test_grouping_kernel_on_a_kitti_sized_cloud() -> None:
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(60000, 4, generator=g) * torch.tensor([60.0, 60.0, 5.0, 1.0]) - torch.tensor(
+        [5.0, 30.0, 3.5, 0.0]
+    )
+    batch = torch.randint(0, 2, (60000,), generator=g)
+    grid = ([0.32, 0.32, 4.0], [0.0, -25.6, -3.0, 51.2, 25.6, 1.0])
+    a = group_points(points, batch, *grid)
+    with torch_grouping():
+        assert_same_groups(a, group_points(points, batch, *grid))

@@ -172,6 +172,20 @@ def test_random_choice_follows_the_generator() -> None:
         assert set(first[r].tolist()) <= set(every[r].tolist())
 
 
+@pytest.mark.parametrize("num_points", [1, 5, 64])
+def test_identical_points_are_chosen_alike_on_both_paths(num_points: int) -> None:
+    """Rows equal in every column (a point listed twice) tie all the way: both paths take them in input
+    order, so the same indices come out."""
+    g = torch.Generator().manual_seed(3)
+    rois = random_boxes(g, 6)
+    points = scene(g, rois, 1000, 40)
+    points = torch.cat([points, points[torch.randint(0, len(points), (600,), generator=g)]])
+    a, count_a = roi_points(points, rois, num_points)
+    with tensor_path_on_cpu():
+        b, count_b = roi_points(points, rois, num_points)
+    assert torch.equal(count_a, count_b) and torch.equal(a, b)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The RoI frame
 

@@ -19,9 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from perception.ops.voxelize import dynamic_voxelize
+from perception.ops.segments import segment_max
+from perception.ops.voxelize import dynamic_voxelize, group_by_voxel
 
 __all__ = ["PointGroups", "canonical_order", "group_points"]
+
+# Tests set this to group CPU tensors with torch ops (the path other devices take) instead of numba.
+_TORCH_ON_CPU = False
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,9 @@ class PointGroups:
         return torch.segment_reduce(x, "sum", lengths=self.num_points, axis=0, unsafe=True)
 
     def max(self, x: torch.Tensor) -> torch.Tensor:
-        """(N', ...) → (V, ...) element-wise maxima (every voxel has a point, so no -inf)."""
-        return torch.segment_reduce(x, "max", lengths=self.num_points, axis=0, unsafe=True)
+        """(N', ...) → (V, ...) element-wise maxima (every voxel has a point, so no -inf); on the CPU
+        without gradients one numba pass (:func:`perception.ops.segments.segment_max`, the same values)."""
+        return segment_max(x, self.num_points)
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         """(N', ...) → (V, ...) means."""
@@ -158,17 +163,23 @@ def group_points(
     """
     if batch_size is None:
         batch_size = int(batch_index.max()) + 1 if batch_index.numel() else 1
-    dyn = dynamic_voxelize(points, voxel_size, point_cloud_range, batch_index)
-    inside = (dyn.point_voxel >= 0).nonzero().squeeze(1)
-    voxel = dyn.point_voxel[inside]
-    order = canonical_order(points[inside], voxel)
-    index = inside[order]
+    if points.device.type == "cpu" and not _TORCH_ON_CPU:  # one numba pass, the same result
+        index, voxel, num_points, coords, spatial_shape = group_by_voxel(
+            points, voxel_size, point_cloud_range, batch_index
+        )
+    else:
+        dyn = dynamic_voxelize(points, voxel_size, point_cloud_range, batch_index)
+        inside = (dyn.point_voxel >= 0).nonzero().squeeze(1)
+        voxel = dyn.point_voxel[inside]
+        order = canonical_order(points[inside], voxel)
+        index, voxel = inside[order], voxel[order]
+        num_points, coords, spatial_shape = dyn.num_points.long(), dyn.coords, dyn.spatial_shape
     return PointGroups(
         points=points[index],
-        voxel=voxel[order],
-        num_points=dyn.num_points.long(),
-        coords=dyn.coords,
-        spatial_shape=dyn.spatial_shape,
+        voxel=voxel,
+        num_points=num_points,
+        coords=coords,
+        spatial_shape=spatial_shape,
         batch_size=int(batch_size),
         voxel_size=tuple(float(v) for v in voxel_size),  # type: ignore[arg-type]
         range_min=tuple(float(v) for v in point_cloud_range[:3]),  # type: ignore[arg-type]

@@ -1,0 +1,247 @@
+"""CPU kernels over segments (runs of consecutive rows): the max of each run, and softmax attention of
+one query per run over the run's rows.
+
+The encoders group points by voxel so that each voxel's points are one run of rows
+(:mod:`perception.models.encoders.grouping`). ``torch.segment_reduce`` reduces such runs on any
+device, but on the CPU it is slow for wide rows; these numba kernels compute the same values in one
+pass over the rows. Other devices, and anything that needs gradients, keep the torch ops.
+
+- :func:`segment_max`: element-wise max of each run, bitwise ``torch.segment_reduce(x, "max", ...)``
+  (a max picks one of its inputs; NaN propagates). Float16 / bfloat16 go through float32, exactly.
+- :func:`segment_attention`: for each run and head, ``Σ_i softmax_i(<q, k_i> / sqrt(d)) v_i`` — the
+  arithmetic of :func:`perception.models.encoders.pvt.segment_attention` in one pass: logits in the
+  inputs' precision (with bfloat16 inputs each product and the sum are rounded to bfloat16, as the
+  eager ops do), the softmax and the weighted sum in float32, summed point by point in run order.
+  Only the order of the 16-odd products within one logit and the ``exp`` implementation differ from
+  the eager ops: a float32 rounding apart.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+__all__ = ["segment_attention", "segment_max"]
+
+_EXACT_IN_FLOAT32 = (torch.float16, torch.bfloat16)
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_max_kernel(x, lengths):  # pragma: no cover - numba
+    out = np.empty((lengths.shape[0], x.shape[1]), x.dtype)
+    start = 0
+    for s in range(lengths.shape[0]):
+        for c in range(x.shape[1]):
+            out[s, c] = x[start, c]
+        for i in range(start + 1, start + lengths[s]):
+            for c in range(x.shape[1]):
+                y = x[i, c]
+                if y > out[s, c] or y != y:
+                    out[s, c] = y
+        start += lengths[s]
+    return out
+
+
+def segment_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Element-wise max over each run of rows: ``torch.segment_reduce(x, "max", lengths=lengths)``.
+
+    Args:
+        x: (N, ...) float, runs of consecutive rows.
+        lengths: (S,) int, each run's rows (>= 1), summing to N.
+
+    Returns:
+        (S, ...) in ``x``'s dtype. CPU tensors without gradients go through one numba pass; the
+        rest through ``torch.segment_reduce``.
+    """
+    cpu = x.device.type == "cpu" and lengths.device.type == "cpu"
+    if not cpu or (x.requires_grad and torch.is_grad_enabled()) or x.ndim == 0 or not x.is_floating_point():
+        return torch.segment_reduce(x, "max", lengths=lengths, axis=0, unsafe=True)
+    if x.shape[0] == 0 or lengths.numel() == 0:
+        return torch.segment_reduce(x, "max", lengths=lengths, axis=0, unsafe=True)
+    rows = x.detach().reshape(x.shape[0], -1)
+    work = rows.float() if x.dtype in _EXACT_IN_FLOAT32 else rows
+    out = _segment_max_kernel(work.contiguous().numpy(), lengths.to(torch.int64).contiguous().numpy())
+    return torch.from_numpy(out).to(x.dtype).reshape(lengths.shape[0], *x.shape[1:])
+
+
+@intrinsic
+def _float_bits(typingctx, value):  # pragma: no cover - numba
+    """The bits of a float32 as a uint32 (an LLVM bitcast)."""
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, bits):  # pragma: no cover - numba
+    """The float32 with these bits (an LLVM bitcast)."""
+    if bits != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_bf16(value):  # pragma: no cover - numba
+    """float32 → the nearest bfloat16 (ties to even), as a float32 (finite values)."""
+    bits = _float_bits(value)
+    bits = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return _bits_float(np.uint32(bits))
+
+
+def _float32(value):  # pragma: no cover - numba (typed by the overload below)
+    """A float32 from a float32, or from a bfloat16's bits held in a uint16."""
+    raise NotImplementedError
+
+
+@overload(_float32, inline="always")
+def _float32_overload(value):  # pragma: no cover - numba
+    if value == types.uint16:
+        return lambda value: _bits_float(np.uint32(np.uint32(value) << np.uint32(16)))
+    if value == types.float32:
+        return lambda value: value
+    return None
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _logits_kernel(q, kv, k_start, lengths, heads, d, scale, bf16_logits):  # pragma: no cover - numba
+    """(S, H·d) float32 queries, (N, W) keys (float32, or bfloat16 bits as uint16) in columns
+    ``[k_start, k_start + H·d)``, (S,) run lengths → (N, H) float32 logits and (S, H) their run maxima."""
+    s_count = q.shape[0]
+    logits = np.empty((kv.shape[0], heads), np.float32)
+    peak = np.empty((s_count, heads), np.float32)
+    lanes = np.empty(8, np.float32)
+    start = 0
+    for s in range(s_count):
+        qs = q[s]
+        for h in range(heads):
+            peak[s, h] = -np.inf
+        for i in range(start, start + lengths[s]):
+            row = kv[i]
+            for h in range(heads):
+                lanes[:] = 0.0
+                for j in range(d):  # eight interleaved partial sums, added in order: torch's sum of a row
+                    product = qs[h * d + j] * _float32(row[k_start + h * d + j])
+                    if bf16_logits:
+                        product = _round_bf16(product)
+                    lanes[j % 8] += product
+                acc = lanes[0]
+                for lane in range(1, 8):
+                    acc += lanes[lane]
+                if bf16_logits:
+                    logit = _round_bf16(_round_bf16(acc) / scale)
+                else:
+                    logit = acc / scale
+                logits[i, h] = logit
+                if logit > peak[s, h]:
+                    peak[s, h] = logit
+        start += lengths[s]
+    return logits, peak
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _weighted_sum_kernel(e, kv, v_start, lengths, dv):  # pragma: no cover - numba
+    """(N, H) float32 exponentials, (N, W) values (float32, or bfloat16 bits as uint16) in columns
+    ``[v_start, v_start + H·dv)``, (S,) run lengths → (S, H·dv) float32 ``Σ_i (e_i / Σ_j e_j) v_i``."""
+    s_count, heads = lengths.shape[0], e.shape[1]
+    out = np.zeros((s_count, heads * dv), np.float32)
+    total = np.empty(heads, np.float32)
+    start = 0
+    for s in range(s_count):
+        end = start + lengths[s]
+        for h in range(heads):
+            total[h] = 0.0
+        for i in range(start, end):
+            for h in range(heads):
+                total[h] += e[i, h]
+        o = out[s]
+        for i in range(start, end):
+            row = kv[i]
+            for h in range(heads):
+                w = e[i, h] / total[h]
+                for c in range(h * dv, (h + 1) * dv):
+                    o[c] += w * _float32(row[v_start + c])
+        start = end
+    return out
+
+
+def segment_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """One query per run attending over the run's rows, multi-head (CPU, no gradients).
+
+    Args:
+        query: (S, H, d) float32 or bfloat16, one per run and head.
+        key: (N, H, d), the rows (runs of consecutive rows), same dtype as ``query``.
+        value: (N, H, d_v), same dtype. Keys and values are read where they lie: when both are
+            column slices of one (N, W) tensor (a fused key/value projection), nothing is copied.
+        lengths: (S,) int, each run's rows (>= 1), summing to N.
+
+    Returns:
+        (S, H, d_v) in ``value``'s dtype: ``Σ_i softmax_i(<q, k_i> / sqrt(d)) v_i`` per run and head
+        (module docstring for the arithmetic).
+    """
+    dtypes = {query.dtype, key.dtype, value.dtype}
+    if len(dtypes) != 1 or query.dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(
+            f"query, key and value must all be float32 or all bfloat16, got {sorted(map(str, dtypes))}"
+        )
+    s_count, heads, d = query.shape
+    dv = value.shape[-1]
+    if s_count == 0:
+        return value.new_zeros(0, heads, dv)
+    rows, k_start, v_start = _shared_rows(key.detach(), value.detach())
+    if query.dtype == torch.bfloat16:
+        rows = rows.view(torch.int16)  # the bits; the kernel widens them to float32
+    kv = rows.numpy().view(np.uint16) if query.dtype == torch.bfloat16 else rows.numpy()
+    runs = lengths.to(torch.int64).contiguous()
+    logits, peak = _logits_kernel(
+        query.detach().float().reshape(s_count, -1).contiguous().numpy(),
+        kv,
+        k_start,
+        runs.numpy(),
+        heads,
+        d,
+        np.float32(math.sqrt(d)),
+        query.dtype == torch.bfloat16,
+    )
+    # the exponentials by torch's own exp (its float32 rounding differs from libm's now and then)
+    peak_t = torch.from_numpy(peak)
+    e = torch.exp(torch.from_numpy(logits) - peak_t.repeat_interleave(runs, dim=0, output_size=len(logits)))
+    out = _weighted_sum_kernel(e.numpy(), kv, v_start, runs.numpy(), dv)
+    return torch.from_numpy(out).to(value.dtype).view(s_count, heads, dv)
+
+
+def _shared_rows(key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """An (N, W) tensor with contiguous rows holding the keys (flattened to H·d columns from
+    ``k_start``) and the values (from ``v_start``): the tensor both are views of, or a copy of both."""
+    n = key.shape[0]
+    base = key._base if key._base is not None else key
+    if (
+        value._base is base
+        and base.ndim >= 1
+        and base.is_contiguous()
+        and base.numel() == n * (base.numel() // max(n, 1))
+        and key.stride(0) == value.stride(0) == base.numel() // max(n, 1)
+        and key[0].is_contiguous()
+        and value[0].is_contiguous()
+    ):
+        width = base.numel() // n
+        rows = base.view(n, width)
+        origin = base.storage_offset()
+        return rows, key.storage_offset() - origin, value.storage_offset() - origin
+    rows = torch.cat([key.reshape(n, -1), value.reshape(n, -1)], dim=1).contiguous()
+    return rows, 0, key[0].numel()
