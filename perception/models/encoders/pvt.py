@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from perception.models.encoders.grouping import PointGroups, group_points
+from perception.models.inference_path import fast_path
+from perception.ops import segments
 from perception.structures import VoxelFeatures
 
 __all__ = ["PVTEncoder", "VoxelAttentionLayer", "segment_attention", "segment_softmax"]
@@ -135,7 +137,16 @@ class VoxelAttentionLayer(nn.Module):
         h = self.num_heads
         q = self.to_query(self.norm_query(tokens)).view(v, h, d // h)
         k, val = self.to_key_value(self.norm_points(points)).view(n, 2, h, d // h).unbind(1)
-        attended = segment_attention(q, k, val, groups, self.dropout, self.training).reshape(v, d)
+        fused = (
+            fast_path(self)
+            and q.device.type == "cpu"
+            and q.dtype == k.dtype
+            and q.dtype in (torch.float32, torch.bfloat16)
+        )
+        if fused:  # one numba pass over the points, the same arithmetic (perception.ops.segments)
+            attended = segments.segment_attention(q, k, val, groups.num_points).reshape(v, d)
+        else:
+            attended = segment_attention(q, k, val, groups, self.dropout, self.training).reshape(v, d)
         tokens = tokens + self.drop(self.proj(attended))
         return tokens + self.drop(self.ffn(self.norm_ffn(tokens)))
 

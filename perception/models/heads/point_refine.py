@@ -44,8 +44,10 @@ from torch import nn
 from perception.geometry.box_coder import decode_roi_residuals, encode_roi_residuals
 from perception.geometry.boxes import wrap_angle
 from perception.models.heads.center_head import class_thresholds, select_detections
+from perception.models.inference_path import fast_path
 from perception.ops.iou3d import boxes_iou3d
 from perception.ops.roi_points import points_in_roi_frame, roi_points
+from perception.ops.segments import segment_max
 from perception.structures import Detections
 
 __all__ = ["PointRefinementHead", "canonical_point_features"]
@@ -197,15 +199,62 @@ class PointRefinementHead(nn.Module):
             if r == 0:
                 return points.new_zeros(0), points.new_zeros(0, 7)
             x = self.point_mlp(feats.reshape(r * p, f)).reshape(r, p, -1).amax(dim=1)
-            context = torch.cat(
-                [
-                    F.one_hot(all_labels.clamp(0, self.num_classes - 1), self.num_classes).float(),
-                    all_rois[:, :2].norm(dim=1, keepdim=True) / 50.0,
-                ],
-                dim=1,
-            )
-            x = self.roi_mlp(torch.cat([x, context], dim=1))
-            return self.score(x).squeeze(1), self.residual(x)
+            return self._outputs(x, all_rois, all_labels)
+
+    def _outputs(
+        self, pooled: torch.Tensor, rois: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The RoI MLP on (R, C) max-pooled point features with each RoI's class and range: (R,) IoU-score
+        logits and (R, 7) residuals."""
+        context = torch.cat(
+            [
+                F.one_hot(labels.clamp(0, self.num_classes - 1), self.num_classes).float(),
+                rois[:, :2].norm(dim=1, keepdim=True) / 50.0,
+            ],
+            dim=1,
+        )
+        x = self.roi_mlp(torch.cat([pooled, context], dim=1))
+        return self.score(x).squeeze(1), self.residual(x)
+
+    # ------------------------------------------------------------------------------ inference path
+
+    def _forward_distinct(
+        self,
+        points: torch.Tensor,
+        batch_index: torch.Tensor,
+        rois: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with ``random=False``, each RoI's distinct points through the MLP once.
+
+        A RoI holding fewer than P points repeats them, and a RoI holding none has P rows of zeros;
+        the point MLP works row by row and the max over a RoI's rows does not see repeats, so each
+        distinct row goes through the MLP once and the max runs over each RoI's ``min(count, P)``
+        rows (one row of zeros for an empty RoI).
+        """
+        device = points.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            feats, lengths, roi_list, label_list = [], [], [], []
+            for b, (roi, label) in enumerate(zip(rois, labels, strict=True)):
+                sample_points = points[batch_index == b].float()
+                index, count = roi_points(
+                    sample_points, roi, self.points_per_roi, self.enlarge_ratio, self.enlarge_margin
+                )
+                rows = count.clamp(min=1, max=self.points_per_roi)  # (R,) distinct rows of each RoI
+                roi_of_row = torch.repeat_interleave(torch.arange(len(roi), device=device), rows)
+                slot = (
+                    torch.arange(len(roi_of_row), device=device) - (torch.cumsum(rows, 0) - rows)[roi_of_row]
+                )
+                chosen = sample_points[index[roi_of_row, slot]][:, None]  # (Q, 1, C)
+                row_feats = canonical_point_features(chosen, roi.float()[roi_of_row])[:, 0]
+                feats.append(row_feats * (count > 0)[roi_of_row, None].float())
+                lengths.append(rows)
+                roi_list.append(roi.float())
+                label_list.append(label.long())
+            if not roi_list or sum(len(r) for r in roi_list) == 0:
+                return points.new_zeros(0), points.new_zeros(0, 7)
+            pooled = segment_max(self.point_mlp(torch.cat(feats)), torch.cat(lengths))
+            return self._outputs(pooled, torch.cat(roi_list), torch.cat(label_list))
 
     # ------------------------------------------------------------------------------------- training
 
@@ -325,7 +374,10 @@ class PointRefinementHead(nn.Module):
         """Refined boxes and fused scores for each sample's detections, NMS'd again, by descending score."""
         rois = [d.boxes.float() for d in detections]
         labels = [d.labels.long() for d in detections]
-        logits, residuals = self(points, batch_index, rois, labels, random=False)
+        if fast_path(self):
+            logits, residuals = self._forward_distinct(points, batch_index, rois, labels)
+        else:
+            logits, residuals = self(points, batch_index, rois, labels, random=False)
         out, start = [], 0
         for det in detections:
             n = len(det)

@@ -1,0 +1,153 @@
+"""The detector's inference path: the same numbers as the modules' own layers, computed with fewer passes.
+
+In eval mode with gradients off (validation, prediction, the benchmarks: :func:`fast_path`) some
+modules compute their outputs another way: :class:`~perception.models.heads.CenterHead` runs its five
+branches as one stacked convolution chain, :class:`~perception.models.encoders.PVTEncoder`'s attention
+runs as fused segment kernels (:mod:`perception.ops.segments`), and
+:class:`~perception.models.heads.PointRefinementHead` pushes each RoI's distinct points once through its
+MLP. Each rewrite computes every output element with the same floating-point operations in the same
+order as the layers it replaces, float32 or under bf16 autocast, so the inference path gives their
+bits (the tests compare the two paths with ``torch.equal``). Training and anything that needs
+gradients take the modules' own layers; parameters and checkpoints are the same.
+:func:`reference_path` turns the inference path off, for the tests and the benchmark's reference.
+
+BatchNorms stay separate steps (:class:`LayerWeights`): folding one into the layer before it changes
+the rounding (under bf16 autocast by a bf16 rounding of the weights, enough to move a box's printed
+digits), and on this CPU it saved nothing measurable (oneDNN's convolution dominates; a BatchNorm on
+a channels-last map is one cheap pass).
+
+:class:`WeightCache` keeps what a module derives from its weights (stacked kernels, copies in autocast's
+dtype) and derives it again when any parameter or buffer of the module has changed: an optimiser step
+or ``load_state_dict`` (in-place updates bump a tensor's version), a ``.to()`` (new storage). Changes
+made through ``tensor.data`` are not seen (they bypass the version counter); nothing here makes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LayerWeights", "WeightCache", "compute_dtype", "fast_path", "layer_weights", "reference_path"]
+
+_reference_depth = 0
+
+
+@contextlib.contextmanager
+def reference_path() -> Iterator[None]:
+    """Within this context every module runs its own layers (the reference the tests compare to)."""
+    global _reference_depth
+    _reference_depth += 1
+    try:
+        yield
+    finally:
+        _reference_depth -= 1
+
+
+def fast_path(module: nn.Module) -> bool:
+    """Whether ``module`` takes the inference path: eval mode, gradients off, not within
+    :func:`reference_path`."""
+    return not module.training and not torch.is_grad_enabled() and _reference_depth == 0
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution or linear layer computes in for input ``x``: autocast's, else ``x``'s."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """A convolution's or linear layer's weights in its compute dtype, and the eval-mode BatchNorm
+    after it, for the inference path.
+
+    Attributes:
+        weight: the layer's weight in the compute dtype (what autocast would cast it to).
+        bias: (C_out,) in the compute dtype, or None.
+        norm: the BatchNorm's ``(running_mean, running_var, weight, bias, eps)``, or None.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    norm: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, float] | None
+
+    def normalize(self, y: torch.Tensor) -> torch.Tensor:
+        """The layer's output ``y`` through its BatchNorm (eval mode, the module's arithmetic), or ``y``."""
+        if self.norm is None:
+            return y
+        mean, var, weight, bias, eps = self.norm
+        return F.batch_norm(y, mean, var, weight, bias, False, 0.0, eps)
+
+    @staticmethod
+    def stack(layers: Sequence[LayerWeights]) -> LayerWeights:
+        """Layers side by side, their outputs concatenated: weights, biases and BatchNorms stacked
+        along the output channels (a BatchNorm is per channel, so each keeps its arithmetic)."""
+        if (
+            len({layer.norm is None for layer in layers}) != 1
+            or len({layer.bias is None for layer in layers}) != 1
+        ):
+            raise ValueError("stacked layers must all have a BatchNorm or none, and all a bias or none")
+        weight = torch.cat([layer.weight for layer in layers])
+        bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+        norm = None
+        if layers[0].norm is not None:
+            eps = {layer.norm[4] for layer in layers}
+            if len(eps) != 1:
+                raise ValueError(f"stacked BatchNorms must share eps, got {sorted(eps)}")
+            parts = list(zip(*(layer.norm[:4] for layer in layers), strict=True))
+            mean, var, scale, shift = (
+                None if any(t is None for t in part) else torch.cat(part) for part in parts
+            )
+            norm = (mean, var, scale, shift, eps.pop())
+        return LayerWeights(weight, bias, norm)
+
+
+def layer_weights(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm: nn.BatchNorm1d | nn.BatchNorm2d | None,
+    dtype: torch.dtype,
+) -> LayerWeights:
+    """A layer's weight and bias cast to ``dtype`` (as autocast casts them) and its BatchNorm."""
+    if norm is not None and (norm.running_mean is None or norm.running_var is None):
+        raise ValueError("the inference path needs BatchNorms with running statistics")
+    with torch.no_grad():
+        weight = weight.detach().to(dtype)
+        kept = None
+        if norm is not None:
+            kept = (norm.running_mean, norm.running_var, norm.weight, norm.bias, float(norm.eps))
+        return LayerWeights(weight, None if bias is None else bias.detach().to(dtype), kept)
+
+
+class WeightCache:
+    """Tensors derived from a module's weights, derived again when those weights change.
+
+    The key is every parameter's and buffer's storage and version, plus what the caller adds (the
+    compute dtype, say). Built with gradients off.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: Any = None
+
+    def get(self, module: nn.Module, build: Callable[[], Any], *extra: Any) -> Any:
+        """The cached ``build()`` for ``module``'s current weights and ``extra``."""
+        try:
+            tensors = itertools.chain(module.parameters(), module.buffers())
+            key = (extra, tuple((t.data_ptr(), t._version) for t in tensors))
+        except RuntimeError:  # inference tensors carry no version: derive every time
+            key = None
+        if key is None or key != self._key:
+            with torch.no_grad():
+                value = build()
+            if key is None:
+                return value
+            self._key, self._value = key, value
+        return self._value
