@@ -20,8 +20,10 @@
     python tools/benchmark.py pointnet [--peer /path/to/pointnet.pytorch]
                                                   # PointNet classifier: eval forward and train step ms,
                                                   # ours alone or beside fxia22's PointNetCls (local copy)
-    python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt]
-                                                  # detector inference, s/frame on the real KITTI scans
+    python tools/benchmark.py detector [--configs A B] [--ckpts A.ckpt B.ckpt] [--threads 2] [--reference]
+                                                  # detector inference, ms/frame (data, model) on the real
+                                                  # KITTI scans against PointPillars and the 50 ms budget;
+                                                  # --reference: also the models on their own layers
     python tools/benchmark.py all [--json OUT]
 
 Timings are medians over repeats on this machine; the README's performance table is their output.
@@ -140,7 +142,7 @@ def bench_detector(args: argparse.Namespace) -> list[dict]:
     ckpts = args.ckpts or None
     if ckpts is not None and len(ckpts) != len(args.configs):
         raise SystemExit(f"--ckpts needs one checkpoint per config ({len(args.configs)}), got {len(ckpts)}")
-    return run(args.configs, ckpts, threads=args.threads)
+    return run(args.configs, ckpts, threads=args.threads, reference=args.reference)
 
 
 # name → (title, function); "ops" runs the four ops sections, "all" everything.
@@ -172,7 +174,10 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict]]]] = {
         "occupancy forecasters, synthetic samples (5 sweeps, ≤ 30 k points, 128², 4 waypoints), 2 threads (median of 5)",
         lambda a: bench_occupancy(),
     ),
-    "detector": ("detector inference on the real KITTI scans, batch 1 (median of 5)", bench_detector),
+    "detector": (
+        "detector inference on the real KITTI scans, batch 1, the trainer's precision (median of 5); budget 50 ms",
+        bench_detector,
+    ),
     "shapes": (
         "OFF mesh read + surface sampling vs trimesh, 82 k and 328 k faces (median of 5)",
         lambda a: bench_shapes(),
@@ -209,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ckpts", nargs="+", help="detector checkpoints, one per config (default: initial weights)"
     )
     parser.add_argument("--threads", type=int, help="torch threads for the detector benchmark")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="detector: also time the models on their own layers (the reference path), in the same turns",
+    )
     parser.add_argument(
         "--hilbertsfc",
         type=Path,
