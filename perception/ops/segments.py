@@ -119,28 +119,43 @@ def _float32_overload(value):  # pragma: no cover - numba
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _logits_kernel(q, kv, k_start, lengths, heads, d, scale, bf16_logits):  # pragma: no cover - numba
     """(S, H·d) float32 queries, (N, W) keys (float32, or bfloat16 bits as uint16) in columns
-    ``[k_start, k_start + H·d)``, (S,) run lengths → (N, H) float32 logits and (S, H) their run maxima."""
+    ``[k_start, k_start + H·d)``, (S,) run lengths → (N, H) float32 logits and (S, H) their run maxima.
+
+    A logit's d products are summed as torch sums a row of them: eight interleaved partial sums
+    (lane l takes products l, l + 8, ...), then the lanes in order. The products of a row are formed
+    first, in one loop the compiler vectorizes; the sums of d = 16 (the usual 64 / 4) are spelt out.
+    """
     s_count = q.shape[0]
+    width = heads * d
     logits = np.empty((kv.shape[0], heads), np.float32)
     peak = np.empty((s_count, heads), np.float32)
-    lanes = np.empty(8, np.float32)
+    products = np.empty(width, np.float32)
     start = 0
     for s in range(s_count):
         qs = q[s]
         for h in range(heads):
             peak[s, h] = -np.inf
         for i in range(start, start + lengths[s]):
-            row = kv[i]
+            row = kv[i, k_start : k_start + width]
+            if bf16_logits:
+                for j in range(width):
+                    products[j] = _round_bf16(qs[j] * _float32(row[j]))
+            else:
+                for j in range(width):
+                    products[j] = qs[j] * _float32(row[j])
             for h in range(heads):
-                lanes[:] = 0.0
-                for j in range(d):  # eight interleaved partial sums, added in order: torch's sum of a row
-                    product = qs[h * d + j] * _float32(row[k_start + h * d + j])
-                    if bf16_logits:
-                        product = _round_bf16(product)
-                    lanes[j % 8] += product
-                acc = lanes[0]
-                for lane in range(1, 8):
-                    acc += lanes[lane]
+                base = h * d
+                if d == 16:
+                    acc = products[base] + products[base + 8]
+                    for lane in range(1, 8):
+                        acc += products[base + lane] + products[base + lane + 8]
+                else:
+                    acc = np.float32(0.0)
+                    for lane in range(8):
+                        part = np.float32(0.0)
+                        for j in range(base + lane, base + d, 8):
+                            part += products[j]
+                        acc = part if lane == 0 else acc + part
                 if bf16_logits:
                     logit = _round_bf16(_round_bf16(acc) / scale)
                 else:
@@ -155,10 +170,14 @@ def _logits_kernel(q, kv, k_start, lengths, heads, d, scale, bf16_logits):  # pr
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _weighted_sum_kernel(e, kv, v_start, lengths, dv):  # pragma: no cover - numba
     """(N, H) float32 exponentials, (N, W) values (float32, or bfloat16 bits as uint16) in columns
-    ``[v_start, v_start + H·dv)``, (S,) run lengths → (S, H·dv) float32 ``Σ_i (e_i / Σ_j e_j) v_i``."""
+    ``[v_start, v_start + H·dv)``, (S,) run lengths → (S, H·dv) float32 ``Σ_i (e_i / Σ_j e_j) v_i``,
+    summed point by point in run order (each point's weights spread over its H·dv columns first, so
+    the accumulation is one loop the compiler vectorizes)."""
     s_count, heads = lengths.shape[0], e.shape[1]
-    out = np.zeros((s_count, heads * dv), np.float32)
+    width = heads * dv
+    out = np.zeros((s_count, width), np.float32)
     total = np.empty(heads, np.float32)
+    weight = np.empty(width, np.float32)
     start = 0
     for s in range(s_count):
         end = start + lengths[s]
@@ -169,11 +188,13 @@ def _weighted_sum_kernel(e, kv, v_start, lengths, dv):  # pragma: no cover - num
                 total[h] += e[i, h]
         o = out[s]
         for i in range(start, end):
-            row = kv[i]
+            row = kv[i, v_start : v_start + width]
             for h in range(heads):
                 w = e[i, h] / total[h]
                 for c in range(h * dv, (h + 1) * dv):
-                    o[c] += w * _float32(row[v_start + c])
+                    weight[c] = w
+            for c in range(width):
+                o[c] += weight[c] * _float32(row[c])
         start = end
     return out
 
@@ -227,21 +248,22 @@ def segment_attention(
 
 def _shared_rows(key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     """An (N, W) tensor with contiguous rows holding the keys (flattened to H·d columns from
-    ``k_start``) and the values (from ``v_start``): the tensor both are views of, or a copy of both."""
-    n = key.shape[0]
-    base = key._base if key._base is not None else key
+    ``k_start``) and the values (from ``v_start``): a view of the storage both lie in when they are
+    column blocks of one row-major tensor (as a fused key/value projection gives them), else a copy.
+    Decided from storage and strides (views made in inference mode carry no ``_base``)."""
+    n, width = key.shape[0], key.stride(0)
     if (
-        value._base is base
-        and base.ndim >= 1
-        and base.is_contiguous()
-        and base.numel() == n * (base.numel() // max(n, 1))
-        and key.stride(0) == value.stride(0) == base.numel() // max(n, 1)
+        n > 0
+        and key.dtype == value.dtype
+        and key.untyped_storage().data_ptr() == value.untyped_storage().data_ptr()
+        and value.stride(0) == width
         and key[0].is_contiguous()
         and value[0].is_contiguous()
     ):
-        width = base.numel() // n
-        rows = base.view(n, width)
-        origin = base.storage_offset()
-        return rows, key.storage_offset() - origin, value.storage_offset() - origin
+        origin = min(key.storage_offset(), value.storage_offset())
+        k_start, v_start = key.storage_offset() - origin, value.storage_offset() - origin
+        size = key.untyped_storage().nbytes() // key.element_size()
+        if max(k_start + key[0].numel(), v_start + value[0].numel()) <= width and origin + n * width <= size:
+            return key.as_strided((n, width), (width, 1), origin), k_start, v_start
     rows = torch.cat([key.reshape(n, -1), value.reshape(n, -1)], dim=1).contiguous()
-    return rows, 0, key[0].numel()
+    return rows, 0, key[0].numel() if n else 0

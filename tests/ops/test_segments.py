@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from perception.models.encoders.grouping import PointGroups
 from perception.models.encoders.pvt import segment_attention as eager_attention
-from perception.ops.segments import segment_attention, segment_max
+from perception.ops.segments import _shared_rows, segment_attention, segment_max
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -151,3 +151,19 @@ def test_segment_attention_rejects_mixed_dtypes() -> None:
         segment_attention(
             torch.zeros(1, 1, 2), torch.zeros(1, 1, 2).double(), torch.zeros(1, 1, 2), torch.ones(1)
         )
+
+
+def test_keys_and_values_of_one_projection_are_read_in_place() -> None:
+    """Column blocks of one row-major tensor are read where they lie, in inference mode too (whose
+    views carry no ``_base``); anything else is copied side by side."""
+    kv = torch.randn(10, 2 * 2 * 4)
+    with torch.inference_mode():
+        k, v = kv.clone().view(10, 2, 2, 4).unbind(1)
+        rows, k_start, v_start = _shared_rows(k, v)
+        assert rows.data_ptr() == k.data_ptr() and (k_start, v_start) == (0, 8)
+    rows, k_start, v_start = _shared_rows(v, k)  # values first in memory
+    assert rows.data_ptr() == k.data_ptr() and (k_start, v_start) == (8, 0)
+    k2, v2 = torch.randn(10, 2, 4), torch.randn(10, 2, 4)
+    rows, k_start, v_start = _shared_rows(k2, v2)
+    assert torch.equal(rows[:, :8], k2.reshape(10, 8)) and torch.equal(rows[:, 8:], v2.reshape(10, 8))
+    assert (k_start, v_start) == (0, 8)
