@@ -38,70 +38,103 @@ def _coordinate_hash(xyz: torch.Tensor) -> torch.Tensor:
     return h - torch.floor(h)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _pairs_in_rois(xyz, rois, half):  # pragma: no cover - numba
     """(roi, point) index pairs of the points inside each enlarged RoI, by RoI then point (CPU).
 
-    ``xyz`` (N, 3), ``rois`` (R, 7) and ``half`` (R, 3) half extents are float64 arrays. Points are
-    sorted by x once; each RoI scans only the slab of points within its circumscribed radius in x.
+    ``xyz`` (N, 3), ``rois`` (R, 7) and ``half`` (R, 3) half extents are float64 arrays. The points
+    are bucketed once into square bird's-eye-view cells (about half the mean circumscribed radius of
+    the RoIs a side); each RoI tests only the points of the cells its circumscribed circle's bounding
+    square touches.
     """
-    r = rois.shape[0]
-    order = np.argsort(xyz[:, 0])
-    xs = xyz[order]
-    lo = np.empty(r, np.int64)
-    hi = np.empty(r, np.int64)
-    for j in range(r):
-        radius = np.sqrt(half[j, 0] ** 2 + half[j, 1] ** 2)
-        lo[j] = np.searchsorted(xs[:, 0], rois[j, 0] - radius)
-        hi[j] = np.searchsorted(xs[:, 0], rois[j, 0] + radius, side="right")
-    counts = np.zeros(r, np.int64)
+    n, r = xyz.shape[0], rois.shape[0]
     roi_out = np.empty(0, np.int64)
     point_out = np.empty(0, np.int64)
+    if n == 0 or r == 0:
+        return roi_out, point_out
+    radius = np.empty(r, np.float64)
+    for j in range(r):
+        radius[j] = np.sqrt(half[j, 0] ** 2 + half[j, 1] ** 2)
+    cell = min(max(radius.mean() / 2.0, 0.25), 8.0)
+    x0, y0 = xyz[:, 0].min(), xyz[:, 1].min()
+    nx = int((xyz[:, 0].max() - x0) / cell) + 1
+    ny = int((xyz[:, 1].max() - y0) / cell) + 1
+    if nx * ny > 4 * n + 1024:  # sparse points over a wide area: coarser cells
+        cell *= np.sqrt(nx * ny / (4.0 * n + 1024.0))
+        nx = int((xyz[:, 0].max() - x0) / cell) + 1
+        ny = int((xyz[:, 1].max() - y0) / cell) + 1
+    start = np.zeros(nx * ny + 1, np.int64)  # points by cell, each cell's in index order
+    cell_of = np.empty(n, np.int64)
+    for i in range(n):
+        c = min(int((xyz[i, 0] - x0) / cell), nx - 1) * ny + min(int((xyz[i, 1] - y0) / cell), ny - 1)
+        cell_of[i] = c
+        start[c + 1] += 1
+    for c in range(nx * ny):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    by_cell = np.empty(n, np.int64)
+    for i in range(n):
+        by_cell[fill[cell_of[i]]] = i
+        fill[cell_of[i]] += 1
+    bucketed = np.empty((n, 3), np.float64)  # the coordinates in that order: a cell is one run of rows
+    for k in range(n):
+        bucketed[k] = xyz[by_cell[k]]
+    capacity = max(16, 4 * n)
+    roi_out = np.empty(capacity, np.int64)
+    point_out = np.empty(capacity, np.int64)
     pos = 0
-    for pass_ in range(2):
-        if pass_ == 1:
-            roi_out = np.empty(counts.sum(), np.int64)
-            point_out = np.empty(counts.sum(), np.int64)
-        for j in range(r):
-            cx, cy, cz = rois[j, 0], rois[j, 1], rois[j, 2]
-            c, s = np.cos(rois[j, 6]), np.sin(rois[j, 6])
-            hx, hy, hz = half[j, 0], half[j, 1], half[j, 2]
-            r2 = hx * hx + hy * hy
-            start = pos
-            for k in range(lo[j], hi[j]):
-                dx, dy, dz = xs[k, 0] - cx, xs[k, 1] - cy, xs[k, 2] - cz
-                if abs(dz) > hz or dx * dx + dy * dy > r2:
-                    continue
-                lx, ly = dx * c + dy * s, -dx * s + dy * c
-                if abs(lx) <= hx and abs(ly) <= hy:
-                    if pass_ == 0:
-                        counts[j] += 1
-                    else:
+    for j in range(r):
+        cx, cy, cz = rois[j, 0], rois[j, 1], rois[j, 2]
+        c, s = np.cos(rois[j, 6]), np.sin(rois[j, 6])
+        hx, hy, hz = half[j, 0], half[j, 1], half[j, 2]
+        r2 = hx * hx + hy * hy
+        lo_x = max(int(np.floor((cx - radius[j] - x0) / cell)), 0)
+        hi_x = min(int(np.floor((cx + radius[j] - x0) / cell)), nx - 1)
+        lo_y = max(int(np.floor((cy - radius[j] - y0) / cell)), 0)
+        hi_y = min(int(np.floor((cy + radius[j] - y0) / cell)), ny - 1)
+        first = pos
+        for gx in range(lo_x, hi_x + 1):
+            for gy in range(lo_y, hi_y + 1):
+                g = gx * ny + gy
+                for k in range(start[g], start[g + 1]):
+                    dx, dy, dz = bucketed[k, 0] - cx, bucketed[k, 1] - cy, bucketed[k, 2] - cz
+                    if abs(dz) > hz or dx * dx + dy * dy > r2:
+                        continue
+                    lx, ly = dx * c + dy * s, -dx * s + dy * c
+                    if abs(lx) <= hx and abs(ly) <= hy:
+                        if pos == capacity:
+                            capacity *= 2
+                            grown_roi = np.empty(capacity, np.int64)
+                            grown_point = np.empty(capacity, np.int64)
+                            grown_roi[:pos] = roi_out[:pos]
+                            grown_point[:pos] = point_out[:pos]
+                            roi_out, point_out = grown_roi, grown_point
                         roi_out[pos] = j
-                        point_out[pos] = order[k]
+                        point_out[pos] = by_cell[k]
                         pos += 1
-            if pass_ == 1:
-                point_out[start:pos].sort()  # by point index within the RoI, as the tensor path
-    return roi_out, point_out
+        point_out[first:pos].sort()  # by point index within the RoI, as the tensor path
+    return roi_out[:pos].copy(), point_out[:pos].copy()
 
 
 @numba.njit(cache=True, inline="always")
-def _before(a, b, sort_key, values):  # pragma: no cover - numba
-    """Whether pair position ``a`` comes before ``b``: by key, then the point's columns, then position."""
+def _before(a, b, sort_key, points, point_index):  # pragma: no cover - numba
+    """Whether pair ``a`` of a RoI comes before pair ``b``: by key, then by the point's columns, then
+    by point index (the order the tensor path's stable sorts leave)."""
     if sort_key[a] != sort_key[b]:
         return sort_key[a] < sort_key[b]
-    for c in range(values.shape[1]):
-        if values[a, c] != values[b, c]:
-            return values[a, c] < values[b, c]
-    return a < b
+    pa, pb = point_index[a], point_index[b]
+    for c in range(points.shape[1]):
+        if points[pa, c] != points[pb, c]:
+            return points[pa, c] < points[pb, c]
+    return pa < pb
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _choose_by_key(roi_index, point_index, key, points, num_rois, num_points):  # pragma: no cover - numba
     """:func:`roi_points`' deterministic choice on the CPU, from the pairs of :func:`_pairs_in_rois`.
 
     Each RoI's pairs are ordered by ``2 · roi + key[point]`` (float64, as the tensor path computes
-    it), equal values by the point's columns, then by pair position (the tensor path's stable sorts);
+    it), equal values by the point's columns, then by point index (the tensor path's stable sorts);
     the first ``num_points`` are taken, repeated in order when the RoI holds fewer. Returns the
     (R, P) indices and the (R,) counts.
     """
@@ -109,20 +142,18 @@ def _choose_by_key(roi_index, point_index, key, points, num_rois, num_points):  
     for q in range(roi_index.shape[0]):
         count[roi_index[q]] += 1
     index = np.zeros((num_rois, num_points), np.int64)
+    sort_key = np.empty(max(1, count.max() if num_rois else 1), np.float64)
     start = 0
     for j in range(num_rois):
         n = count[j]
         if n == 0:
             continue
-        sort_key = np.empty(n, np.float64)
-        values = np.empty((n, points.shape[1]), points.dtype)
+        pairs = point_index[start : start + n]
         for q in range(n):
-            p = point_index[start + q]
-            sort_key[q] = np.float64(j) * 2.0 + key[p]
-            values[q] = points[p]
-        order = np.argsort(sort_key, kind="mergesort")  # stable: ties keep the pairs' order
+            sort_key[q] = np.float64(j) * 2.0 + key[pairs[q]]
+        order = np.argsort(sort_key[:n])
         q = 1
-        while q < n:  # runs of equal keys (points at one x, y, z): by their columns, then position
+        while q < n:  # runs of equal keys (points at one x, y, z): by their columns, then index
             if sort_key[order[q]] != sort_key[order[q - 1]]:
                 q += 1
                 continue
@@ -131,12 +162,12 @@ def _choose_by_key(roi_index, point_index, key, points, num_rois, num_points):  
                 q += 1
             for a in range(first + 1, q):  # insertion sort of the (short) run
                 item, b = order[a], a - 1
-                while b >= first and _before(item, order[b], sort_key, values):
+                while b >= first and _before(item, order[b], sort_key, points, pairs):
                     order[b + 1] = order[b]
                     b -= 1
                 order[b + 1] = item
         for slot in range(num_points):
-            index[j, slot] = point_index[start + order[slot % n]]
+            index[j, slot] = pairs[order[slot % n]]
         start += n
     return index, count
 
