@@ -8,6 +8,8 @@ Boxes follow the project convention (see ``perception.geometry.boxes``): ``(M, 7
 - ``boxes_iou3d(a, b)``: (M, K) 3D IoU, BEV intersection × vertical overlap / union volume
   (the KITTI / Waymo definition for boxes that only rotate about z).
 - ``nms_bev(boxes, scores, iou_threshold, ...)``: greedy rotated NMS by BEV IoU.
+- ``nms_bev_per_class(boxes, scores, labels, iou_thresholds)``: ``nms_bev`` within each class, with a
+  threshold per class, all classes in one kernel call on the CPU.
 
 Algorithm: Sutherland–Hodgman clipping of one rectangle by the four edges of the other (both
 counter-clockwise), then the shoelace area of the clipped polygon. Each clip keeps the vertices on
@@ -31,6 +33,7 @@ and for two inputs the same array type, dtype and device. Empty inputs give an e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numba
@@ -39,7 +42,7 @@ import torch
 
 from perception.geometry.boxes import boxes_bev_corners
 
-__all__ = ["boxes_iou3d", "boxes_iou_bev", "boxes_overlap_bev", "nms_bev"]
+__all__ = ["boxes_iou3d", "boxes_iou_bev", "boxes_overlap_bev", "nms_bev", "nms_bev_per_class"]
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -201,6 +204,28 @@ def _nms_kernel(boxes, threshold, max_keep):  # pragma: no cover - numba
             keep[num] = i
             num += 1
     return keep[:num]
+
+
+@numba.njit(cache=True)
+def _nms_per_class_kernel(boxes, labels, thresholds):  # pragma: no cover - numba
+    """Greedy NMS within each class over boxes sorted by descending score (rows of ``_numba_inputs``);
+    a box meets only the kept boxes of its own class. (N,) bool: kept."""
+    n = boxes.shape[0]
+    kept = np.zeros(n, np.bool_)
+    same = np.empty(n, np.int64)  # the kept boxes of the current box's class
+    kept_by_class = np.empty((thresholds.shape[0], n), np.int64)
+    count = np.zeros(thresholds.shape[0], np.int64)
+    iou = np.empty(n)
+    for i in range(n):
+        c = labels[i]
+        m = count[c]
+        same[:m] = kept_by_class[c, :m]
+        _row_values(boxes, i, boxes, same[:m], _IOU_BEV, iou)
+        if m == 0 or iou[:m].max() <= thresholds[c]:
+            kept[i] = True
+            kept_by_class[c, m] = i
+            count[c] = m + 1
+    return kept
 
 
 @numba.njit(cache=True)
@@ -452,3 +477,44 @@ def nms_bev(
     order = np.argsort(-scores, kind="stable")[:pre_max_size]
     keep = _nms_kernel(_numba_inputs(boxes[order]), iou_threshold, max_keep)
     return order[keep].astype(np.int64, copy=False)
+
+
+def nms_bev_per_class(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thresholds: Sequence[float]
+) -> torch.Tensor:
+    """``nms_bev`` within each class: for every class present, by ascending class, the indices that
+    ``nms_bev(boxes[of c], scores[of c], iou_thresholds[c])`` keeps, mapped back and concatenated.
+
+    Args:
+        boxes: (N, 7) float tensor; scores: (N,) finite; labels: (N,) int in ``[0, len(iou_thresholds))``.
+        iou_thresholds: the suppression threshold of each class.
+
+    Returns:
+        (S,) int64 indices into ``boxes``, class by class, each class's by descending score (ties: lower
+        index first). CPU tensors: one numba pass over all classes (each box meets only the kept boxes
+        of its class, so the result is the per-class one); other devices call ``nms_bev`` per class.
+    """
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels must have shape {tuple(scores.shape)}, got {tuple(labels.shape)}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(iou_thresholds)):
+        raise ValueError(f"labels must lie in [0, {len(iou_thresholds)}), one threshold per class")
+    if _use_torch_kernel(boxes) or len(labels) == 0:
+        kept = [torch.zeros(0, dtype=torch.long, device=boxes.device)]
+        for c in labels.unique().tolist():
+            index = (labels == c).nonzero().squeeze(1)
+            kept.append(index[nms_bev(boxes[index], scores[index], iou_thresholds[c])])
+        return torch.cat(kept)
+    boxes = _check_boxes(boxes, "boxes")
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError("scores contains NaN or infinite values")
+    order = torch.sort(scores.detach(), descending=True, stable=True).indices
+    sorted_labels = labels[order]
+    kept = _nms_per_class_kernel(
+        _numba_inputs(boxes.detach()[order].double().numpy()),
+        sorted_labels.to(torch.int64).numpy(),
+        np.asarray(iou_thresholds, dtype=np.float64),
+    )
+    kept = torch.from_numpy(kept)
+    # by class, each class's kept boxes in descending score (a stable sort keeps the score order)
+    by_class = torch.sort(sorted_labels[kept], stable=True).indices
+    return order[kept.nonzero().squeeze(1)[by_class]]

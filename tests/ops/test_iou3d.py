@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from perception.ops import iou3d
-from perception.ops.iou3d import boxes_iou3d, boxes_iou_bev, boxes_overlap_bev, nms_bev
+from perception.ops.iou3d import boxes_iou3d, boxes_iou_bev, boxes_overlap_bev, nms_bev, nms_bev_per_class
 
 # ----------------------------------------------------------------------------------------------------
 # References written out independently of the module
@@ -339,6 +339,40 @@ def test_nms_ties_pre_and_post_max_size():
         with torch_kernel_on_cpu() if forced else contextlib.nullcontext():
             np.testing.assert_array_equal(nms_bev(tb, ts, 0.5, post_max_size=2).numpy(), [1, 4])
             np.testing.assert_array_equal(nms_bev(tb, ts, 1.0, pre_max_size=3).numpy(), [1, 3, 0])
+
+
+def per_class_loop(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, thresholds
+) -> torch.Tensor:
+    """The reference: ``nms_bev`` on each class's boxes, by ascending class."""
+    kept = [torch.zeros(0, dtype=torch.long)]
+    for c in labels.unique().tolist():
+        index = (labels == c).nonzero().squeeze(1)
+        kept.append(index[nms_bev(boxes[index], scores[index], thresholds[c])])
+    return torch.cat(kept)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), m=st.integers(0, 300), classes=st.integers(1, 4), ties=st.booleans())
+def test_nms_per_class_is_nms_within_each_class(seed: int, m: int, classes: int, ties: bool) -> None:
+    """One kernel call gives the per-class loop's indices in its order (overlapping boxes of other
+    classes never suppress each other; tied scores keep the lower index first)."""
+    rng = np.random.default_rng(seed)
+    boxes = torch.from_numpy(random_boxes(rng, m, span=6.0)).float()
+    scores = torch.from_numpy(rng.choice([0.2, 0.5, 0.7], m) if ties else rng.random(m)).float()
+    labels = torch.from_numpy(rng.integers(0, classes, m))
+    thresholds = [0.1, 0.5, 0.7, 0.3][:classes]
+    expected = per_class_loop(boxes, scores, labels, thresholds)
+    got = nms_bev_per_class(boxes, scores, labels, thresholds)
+    assert got.dtype == torch.int64 and torch.equal(got, expected)
+    with torch_kernel_on_cpu():
+        assert torch.equal(nms_bev_per_class(boxes, scores, labels, thresholds), expected)
+
+
+def test_nms_per_class_rejects_labels_without_a_threshold() -> None:
+    boxes = torch.tensor([BOX, BOX], dtype=torch.float32)
+    with pytest.raises(ValueError, match="one threshold per class"):
+        nms_bev_per_class(boxes, torch.ones(2), torch.tensor([0, 2]), [0.5, 0.5])
 
 
 # ----------------------------------------------------------------------------------------------------

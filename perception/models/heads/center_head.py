@@ -21,7 +21,7 @@ Decoding (:meth:`CenterHead.decode`): sigmoid heatmap (optionally only 3×3 loca
 ``pre_nms_top_k`` (class, cell) pairs per sample over ``score_threshold`` (equal scores taken by
 ascending class, then cell: :func:`top_k_by_index`, so the boxes do not hang on ``torch.topk``'s
 tie-breaking), boxes from the regression at those cells, then rotated BEV NMS per class
-(:func:`perception.ops.iou3d.nms_bev`) and the best ``post_nms_top_k``.
+(:func:`perception.ops.iou3d.nms_bev_per_class`) and the best ``post_nms_top_k``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from perception.models.inference_path import (
     fast_path,
     layer_weights,
 )
-from perception.ops.iou3d import nms_bev
+from perception.ops.iou3d import nms_bev_per_class
 from perception.ops.voxelize import grid_shape
 from perception.structures import Detections
 
@@ -128,11 +128,7 @@ def select_detections(
     """Rotated BEV NMS per class (thresholds indexed by label; None for none), then the best ``top_k``
     by descending score (ties keep their order)."""
     if nms_thresholds is not None and len(scores):
-        kept = []
-        for c in labels.unique().tolist():
-            index = (labels == c).nonzero().squeeze(1)
-            kept.append(index[nms_bev(boxes[index], scores[index], nms_thresholds[c])])
-        index = torch.cat(kept)
+        index = nms_bev_per_class(boxes, scores, labels, nms_thresholds)
         boxes, scores, labels = boxes[index], scores[index], labels[index]
     order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
     return Detections(boxes[order].float(), scores[order].float(), labels[order].long())
