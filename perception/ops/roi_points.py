@@ -39,8 +39,9 @@ def _coordinate_hash(xyz: torch.Tensor) -> torch.Tensor:
 
 
 @numba.njit(cache=True, nogil=True)
-def _pairs_in_rois(xyz, rois, half):  # pragma: no cover - numba
-    """(roi, point) index pairs of the points inside each enlarged RoI, by RoI then point (CPU).
+def _pairs_in_rois(xyz, rois, half, by_point=True):  # pragma: no cover - numba
+    """(roi, point) index pairs of the points inside each enlarged RoI, by RoI then point (CPU); with
+    ``by_point=False`` each RoI's points come in no particular order.
 
     ``xyz`` (N, 3), ``rois`` (R, 7) and ``half`` (R, 3) half extents are float64 arrays. The points
     are bucketed once into square bird's-eye-view cells (about half the mean circumscribed radius of
@@ -112,7 +113,8 @@ def _pairs_in_rois(xyz, rois, half):  # pragma: no cover - numba
                         roi_out[pos] = j
                         point_out[pos] = by_cell[k]
                         pos += 1
-        point_out[first:pos].sort()  # by point index within the RoI, as the tensor path
+        if by_point:
+            point_out[first:pos].sort()  # by point index within the RoI, as the tensor path
     return roi_out[:pos].copy(), point_out[:pos].copy()
 
 
@@ -151,14 +153,20 @@ def _choose_by_key(roi_index, point_index, key, points, num_rois, num_points):  
         pairs = point_index[start : start + n]
         for q in range(n):
             sort_key[q] = np.float64(j) * 2.0 + key[pairs[q]]
-        order = np.argsort(sort_key[:n])
+        if n > num_points:  # only the first num_points matter: those with a key up to the P-th smallest
+            kth = np.partition(sort_key[:n], num_points - 1)[num_points - 1]
+            candidates = np.flatnonzero(sort_key[:n] <= kth)
+            order = candidates[np.argsort(sort_key[candidates])]
+        else:
+            order = np.argsort(sort_key[:n])
+        m = order.shape[0]
         q = 1
-        while q < n:  # runs of equal keys (points at one x, y, z): by their columns, then index
+        while q < m:  # runs of equal keys (points at one x, y, z): by their columns, then index
             if sort_key[order[q]] != sort_key[order[q - 1]]:
                 q += 1
                 continue
             first = q - 1
-            while q < n and sort_key[order[q]] == sort_key[order[first]]:
+            while q < m and sort_key[order[q]] == sort_key[order[first]]:
                 q += 1
             for a in range(first + 1, q):  # insertion sort of the (short) run
                 item, b = order[a], a - 1
@@ -167,7 +175,7 @@ def _choose_by_key(roi_index, point_index, key, points, num_rois, num_points):  
                     b -= 1
                 order[b + 1] = item
         for slot in range(num_points):
-            index[j, slot] = pairs[order[slot % n]]
+            index[j, slot] = pairs[order[slot % m]]
         start += n
     return index, count
 
@@ -224,7 +232,10 @@ def roi_points(
     rois = rois.float()
     half = rois[:, 3:6] / 2 * enlarge_ratio + enlarge_margin  # (R, 3)
     if device.type == "cpu" and not _TORCH_ON_CPU:
-        roi_np, point_np = _pairs_in_rois(xyz.double().numpy(), rois.double().numpy(), half.double().numpy())
+        # the hash-keyed choice orders each RoI's points itself (ties by point index)
+        roi_np, point_np = _pairs_in_rois(
+            xyz.double().numpy(), rois.double().numpy(), half.double().numpy(), random
+        )
         roi_index, point_index = torch.from_numpy(roi_np), torch.from_numpy(point_np)
     else:
         roi_index, point_index = _pairs_torch(xyz, rois, half)
