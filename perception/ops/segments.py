@@ -27,23 +27,26 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["segment_attention", "segment_max"]
-
-_EXACT_IN_FLOAT32 = (torch.float16, torch.bfloat16)
+__all__ = ["pillar_decoration", "segment_attention", "segment_max"]
 
 
 @numba.njit(cache=True, nogil=True)
 def _segment_max_kernel(x, lengths):  # pragma: no cover - numba
+    """(N, C) float32 / float64, or bfloat16 bits as uint16, (S,) run lengths → (S, C) the max of each
+    run and column, as stored in ``x`` (NaN wins, as in torch)."""
     out = np.empty((lengths.shape[0], x.shape[1]), x.dtype)
+    best = np.empty(x.shape[1], np.float64)
     start = 0
     for s in range(lengths.shape[0]):
         for c in range(x.shape[1]):
             out[s, c] = x[start, c]
+            best[c] = _as_float(x[start, c])
         for i in range(start + 1, start + lengths[s]):
             for c in range(x.shape[1]):
-                y = x[i, c]
-                if y > out[s, c] or y != y:
-                    out[s, c] = y
+                y = _as_float(x[i, c])
+                if y > best[c] or y != y:
+                    best[c] = y
+                    out[s, c] = x[i, c]
         start += lengths[s]
     return out
 
@@ -64,10 +67,67 @@ def segment_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return torch.segment_reduce(x, "max", lengths=lengths, axis=0, unsafe=True)
     if x.shape[0] == 0 or lengths.numel() == 0:
         return torch.segment_reduce(x, "max", lengths=lengths, axis=0, unsafe=True)
-    rows = x.detach().reshape(x.shape[0], -1)
-    work = rows.float() if x.dtype in _EXACT_IN_FLOAT32 else rows
-    out = _segment_max_kernel(work.contiguous().numpy(), lengths.to(torch.int64).contiguous().numpy())
-    return torch.from_numpy(out).to(x.dtype).reshape(lengths.shape[0], *x.shape[1:])
+    rows = x.detach().reshape(x.shape[0], -1).contiguous()
+    runs = lengths.to(torch.int64).contiguous().numpy()
+    if x.dtype == torch.bfloat16:  # compared as float32, moved as bits
+        out = torch.from_numpy(
+            _segment_max_kernel(rows.view(torch.int16).numpy().view(np.uint16), runs).view(np.int16)
+        )
+        out = out.view(torch.bfloat16)
+    elif x.dtype == torch.float16:
+        out = torch.from_numpy(_segment_max_kernel(rows.float().numpy(), runs)).half()
+    else:
+        out = torch.from_numpy(_segment_max_kernel(rows.numpy(), runs))
+    return out.reshape(lengths.shape[0], *x.shape[1:])
+
+
+@numba.njit(cache=True, nogil=True)
+def _decoration_kernel(points, lengths, centres):  # pragma: no cover - numba
+    """(N, C) float32 points in runs, (S,) lengths, (S, 3) centres → (N, C + 6) float32."""
+    n, c = points.shape
+    out = np.empty((n, c + 6), np.float32)
+    start = 0
+    for s in range(lengths.shape[0]):
+        end = start + lengths[s]
+        for a in range(3):
+            total = np.float32(0.0)
+            for i in range(start, end):
+                total += points[i, a]
+            mean = total / np.float32(lengths[s])
+            for i in range(start, end):
+                out[i, c + a] = points[i, a] - mean
+                out[i, c + 3 + a] = points[i, a] - centres[s, a]
+        for i in range(start, end):
+            for a in range(c):
+                out[i, a] = points[i, a]
+        start = end
+    return out
+
+
+def pillar_decoration(points: torch.Tensor, lengths: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """PointPillars' decoration of points grouped in runs (a voxel's points): each row followed by its
+    x, y, z minus the mean x, y, z of its run and minus its run's centre.
+
+    The mean is a float32 sum in run order divided by the run's length, as
+    ``torch.segment_reduce(.., "mean")`` computes it, so the result is
+    ``cat([points, xyz - mean[run], xyz - centres[run]], 1)`` to the bit.
+
+    Args:
+        points: (N, C >= 3) float32 CPU tensor, x, y, z first, in runs.
+        lengths: (S,) int, each run's rows (>= 1), summing to N.
+        centres: (S, 3) float32, a point per run (the voxel's centre).
+
+    Returns:
+        (N, C + 6) float32.
+    """
+    if points.dtype != torch.float32 or centres.dtype != torch.float32 or points.device.type != "cpu":
+        raise ValueError("pillar_decoration takes float32 CPU tensors")
+    out = _decoration_kernel(
+        points.detach().contiguous().numpy(),
+        lengths.to(torch.int64).contiguous().numpy(),
+        centres.detach().contiguous().numpy(),
+    )
+    return torch.from_numpy(out)
 
 
 @intrinsic
@@ -102,16 +162,16 @@ def _round_bf16(value):  # pragma: no cover - numba
     return _bits_float(np.uint32(bits))
 
 
-def _float32(value):  # pragma: no cover - numba (typed by the overload below)
-    """A float32 from a float32, or from a bfloat16's bits held in a uint16."""
+def _as_float(value):  # pragma: no cover - numba (typed by the overload below)
+    """A float32 from a bfloat16's bits held in a uint16; a float32 or float64 as it is."""
     raise NotImplementedError
 
 
-@overload(_float32, inline="always")
-def _float32_overload(value):  # pragma: no cover - numba
+@overload(_as_float, inline="always")
+def _as_float_overload(value):  # pragma: no cover - numba
     if value == types.uint16:
         return lambda value: _bits_float(np.uint32(np.uint32(value) << np.uint32(16)))
-    if value == types.float32:
+    if value in (types.float32, types.float64):
         return lambda value: value
     return None
 
@@ -139,10 +199,10 @@ def _logits_kernel(q, kv, k_start, lengths, heads, d, scale, bf16_logits):  # pr
             row = kv[i, k_start : k_start + width]
             if bf16_logits:
                 for j in range(width):
-                    products[j] = _round_bf16(qs[j] * _float32(row[j]))
+                    products[j] = _round_bf16(qs[j] * _as_float(row[j]))
             else:
                 for j in range(width):
-                    products[j] = qs[j] * _float32(row[j])
+                    products[j] = qs[j] * _as_float(row[j])
             for h in range(heads):
                 base = h * d
                 if d == 16:
@@ -194,7 +254,7 @@ def _weighted_sum_kernel(e, kv, v_start, lengths, dv):  # pragma: no cover - num
                 for c in range(h * dv, (h + 1) * dv):
                     weight[c] = w
             for c in range(width):
-                o[c] += weight[c] * _float32(row[c])
+                o[c] += weight[c] * _as_float(row[c])
         start = end
     return out
 

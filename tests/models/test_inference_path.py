@@ -239,6 +239,10 @@ def test_refiner_distinct_rows_give_the_same_bits(precision_name: str, points_pe
     )
     assert_same_detections(fast, reference)
     assert len(fast[0]) > 0 and len(fast[2]) == 0
+    shuffled = torch.randperm(len(batch.points), generator=torch.Generator().manual_seed(0))
+    points, batch_index = batch.points[shuffled], batch.batch_index[shuffled]  # samples interleaved
+    fast, reference = both_paths(lambda: refiner.refine(points, batch_index, detections), precision_name)
+    assert_same_detections(fast, reference)
 
 
 # ----------------------------------------------------------------------------------------------------

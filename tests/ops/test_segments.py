@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from perception.models.encoders.grouping import PointGroups
 from perception.models.encoders.pvt import segment_attention as eager_attention
-from perception.ops.segments import _shared_rows, segment_attention, segment_max
+from perception.ops.segments import _shared_rows, pillar_decoration, segment_attention, segment_max
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -167,3 +167,21 @@ def test_keys_and_values_of_one_projection_are_read_in_place() -> None:
     rows, k_start, v_start = _shared_rows(k2, v2)
     assert torch.equal(rows[:, :8], k2.reshape(10, 8)) and torch.equal(rows[:, 8:], v2.reshape(10, 8))
     assert (k_start, v_start) == (0, 8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# pillar_decoration
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), channels=st.integers(3, 6))
+def test_pillar_decoration_is_the_torch_ops_bits(seed: int, channels: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    lengths = runs(seed, 80, 60)
+    points = torch.randn(int(lengths.sum()), channels, generator=g) * 30
+    centres = torch.randn(len(lengths), 3, generator=g) * 30
+    voxel = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    xyz = points[:, :3]
+    mean = torch.segment_reduce(xyz, "mean", lengths=lengths, axis=0, unsafe=True)
+    expected = torch.cat([points, xyz - mean[voxel], xyz - centres[voxel]], dim=1)
+    assert torch.equal(pillar_decoration(points, lengths, centres), expected)

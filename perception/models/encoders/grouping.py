@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from perception.ops.segments import segment_max
+from perception.ops.segments import pillar_decoration, segment_max
 from perception.ops.voxelize import dynamic_voxelize, group_by_voxel
 
 __all__ = ["PointGroups", "canonical_order", "group_points"]
@@ -91,7 +91,12 @@ class PointGroups:
 
     def decorated(self) -> torch.Tensor:
         """(N', C + 6) PointPillars' decoration of each point, in the points' dtype:
-        ``[x, y, z, attributes..., xyz - voxel's point mean (3), xyz - voxel centre (3)]``."""
+        ``[x, y, z, attributes..., xyz - voxel's point mean (3), xyz - voxel centre (3)]``; float32 CPU
+        points without gradients in one numba pass (:func:`perception.ops.segments.pillar_decoration`,
+        the same bits)."""
+        exact_kernel = self.points.device.type == "cpu" and self.points.dtype == torch.float32
+        if exact_kernel and not (self.points.requires_grad and torch.is_grad_enabled()):
+            return pillar_decoration(self.points, self.num_points, self.voxel_centres())
         xyz = self.points[:, :3]
         to_mean = xyz - self.broadcast(self.mean(xyz))
         to_centre = xyz - self.broadcast(self.voxel_centres().to(xyz.dtype))

@@ -79,6 +79,16 @@ def _mlp(channels: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _sample_rows(points: torch.Tensor, batch_index: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Each sample's rows of ``points``, in order: ``points[batch_index == b]`` for every b; slices
+    (no copies) where ``batch_index`` is non-decreasing, as a collated batch's is."""
+    if len(batch_index) and bool((batch_index[1:] >= batch_index[:-1]).all()):
+        bounds = torch.searchsorted(batch_index, torch.arange(batch_size + 1, device=batch_index.device))
+        edges = bounds.tolist()
+        return [points[a:b] for a, b in itertools.pairwise(edges)]
+    return [points[batch_index == b] for b in range(batch_size)]
+
+
 class PointRefinementHead(nn.Module):
     """PointNet over the points of each proposal: an IoU score and a refined box (module docstring).
 
@@ -233,10 +243,11 @@ class PointRefinementHead(nn.Module):
         rows (one row of zeros for an empty RoI).
         """
         device = points.device
+        samples = _sample_rows(points, batch_index, len(rois))
         with torch.autocast(device_type=device.type, enabled=False):
             feats, lengths, roi_list, label_list = [], [], [], []
-            for b, (roi, label) in enumerate(zip(rois, labels, strict=True)):
-                sample_points = points[batch_index == b].float()
+            for sample_points, roi, label in zip(samples, rois, labels, strict=True):
+                sample_points = sample_points.float()
                 index, count = roi_points(
                     sample_points, roi, self.points_per_roi, self.enlarge_ratio, self.enlarge_margin
                 )
