@@ -557,7 +557,8 @@ def _row_key(points, i):  # pragma: no cover - numba
 
 @numba.njit(cache=True, nogil=True)
 def _group_kernel(points, batch, lo, size, nx, ny, nz, num_batches, dense):  # pragma: no cover - numba
-    """Numba kernel of ``group_by_voxel``: (index (N',), voxel (N',), counts (V,), cell keys (V,))."""
+    """Numba kernel of ``group_by_voxel``: (index (N',), voxel (N',), counts (V,), cell keys (V,), the
+    first point with a non-finite x, y or z or -1)."""
     n = points.shape[0]
     num_cells = np.int64(nx) * np.int64(ny) * np.int64(nz)
     key = np.empty(n, np.int64)
@@ -568,6 +569,9 @@ def _group_kernel(points, batch, lo, size, nx, ny, nz, num_batches, dense):  # p
         fy = np.floor((points[i, 1] - lo[1]) / size[1])
         fz = np.floor((points[i, 2] - lo[2]) / size[2])
         if not (fx >= 0 and fy >= 0 and fz >= 0 and fx < nx and fy < ny and fz < nz):
+            if not (np.isfinite(points[i, 0]) and np.isfinite(points[i, 1]) and np.isfinite(points[i, 2])):
+                empty = np.empty(0, np.int64)
+                return empty, empty, empty, empty, i
             continue
         key[m] = ((np.int64(fz) * ny + np.int64(fy)) * nx + np.int64(fx)) + batch[i] * num_cells
         inside[m] = i
@@ -618,7 +622,7 @@ def _group_kernel(points, batch, lo, size, nx, ny, nz, num_batches, dense):  # p
             run = np.argsort(row_key[start:end], kind="mergesort")
             index[start:end] = index[start:end][run]
         start = end
-    return index, voxel, counts[:num_voxels].copy(), cells[:num_voxels].copy()
+    return index, voxel, counts[:num_voxels].copy(), cells[:num_voxels].copy(), -1
 
 
 def group_by_voxel(
@@ -642,7 +646,8 @@ def group_by_voxel(
         ``coords`` (V, 4) int32 ``[b, z, y, x]``, sorted (``dynamic_voxelize``'s voxels and order);
         the grid's ``(nz, ny, nx)``.
     """
-    points = _check_points(points)
+    # float32 coordinates are checked for finiteness by the kernel, as it meets them
+    points = _check_points(points, check_finite=points.dtype != torch.float32)
     if points.device.type != "cpu" or batch.device.type != "cpu":
         raise ValueError("group_by_voxel runs on CPU tensors; use dynamic_voxelize elsewhere")
     grid = _make_grid(voxel_size, point_cloud_range)
@@ -655,7 +660,7 @@ def group_by_voxel(
     nx, ny, nz = grid.shape_xyz
     words = points.detach().to(torch.float32).contiguous().numpy()
     table = num_batches * grid.num_cells
-    index, voxel, counts, cells = _group_kernel(
+    index, voxel, counts, cells, bad = _group_kernel(
         words,
         batch.detach().to(torch.int64).contiguous().numpy(),
         grid.lo,
@@ -666,6 +671,8 @@ def group_by_voxel(
         num_batches,
         table <= max(4 * len(points), _GROUP_DENSE_CELLS),
     )
+    if bad >= 0:
+        raise ValueError(f"{_NON_FINITE} (point {bad}: {points[bad, :3].tolist()})")
     cells_t = torch.from_numpy(cells)
     coords = _unlinear_zyx(cells_t, grid).to(torch.int32)
     return torch.from_numpy(index), torch.from_numpy(voxel), torch.from_numpy(counts), coords, (nz, ny, nx)

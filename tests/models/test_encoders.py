@@ -303,3 +303,13 @@ def test_grouping_kernel_on_a_kitti_sized_cloud() -> None:
     a = group_points(points, batch, *grid)
     with torch_grouping():
         assert_same_groups(a, group_points(points, batch, *grid))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_grouping_refuses_non_finite_coordinates_on_both_paths(bad: float) -> None:
+    points, batch = make_points(200, 0)
+    points[17, 1] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        group_points(points, batch, VOXEL, RANGE, 2)
+    with torch_grouping(), pytest.raises(ValueError, match="NaN or infinite"):
+        group_points(points, batch, VOXEL, RANGE, 2)
