@@ -25,6 +25,7 @@ made through ``tensor.data`` are not seen (they bypass the version counter); not
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,27 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _packing_available() -> bool:
+    mkldnn = torch.ops.mkldnn
+    try:
+        return torch.backends.mkldnn.is_available() and all(
+            hasattr(mkldnn, op) for op in ("_reorder_convolution_weight", "_convolution_pointwise")
+        )
+    except (AttributeError, RuntimeError):  # a build without oneDNN's ops
+        return False
+
+
+_PACKING = _packing_available()
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a (B, C, H, W) map laid out channels-last with exactly its strides."""
+    if x.ndim != 4:
+        return False
+    _, c, h, w = x.shape
+    return x.stride() == (h * w * c, 1, w * c, c)
+
+
 @dataclass(frozen=True)
 class LayerWeights:
     """A convolution's or linear layer's weights in its compute dtype, and the eval-mode BatchNorm
@@ -72,11 +94,17 @@ class LayerWeights:
         weight: the layer's weight in the compute dtype (what autocast would cast it to).
         bias: (C_out,) in the compute dtype, or None.
         norm: the BatchNorm's ``(running_mean, running_var, weight, bias, eps)``, or None.
+        stride, padding, groups: a convolution's (square kernels, no dilation).
+        packed: a 2-d convolution's weight reordered once for oneDNN (:meth:`packed_for`), or None.
     """
 
     weight: torch.Tensor
     bias: torch.Tensor | None
     norm: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, float] | None
+    stride: int = 1
+    padding: int = 1
+    groups: int = 1
+    packed: torch.Tensor | None = None
 
     def normalize(self, y: torch.Tensor) -> torch.Tensor:
         """The layer's output ``y`` through its BatchNorm (eval mode, the module's arithmetic), or ``y``."""
@@ -85,6 +113,49 @@ class LayerWeights:
         mean, var, weight, bias, eps = self.norm
         return F.batch_norm(y, mean, var, weight, bias, False, 0.0, eps)
 
+    def conv2d(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x`` (no BatchNorm): ``F.conv2d`` with the layer's weights, or, for a
+        channels-last CPU map in the weights' dtype, oneDNN's convolution on the packed weight — the
+        primitive ``F.conv2d`` runs, less reordering the weight on every call: the same bits."""
+        p, s = [self.padding] * 2, [self.stride] * 2
+        if (
+            self.packed is not None
+            and x.device.type == "cpu"
+            and x.dtype == self.packed.dtype
+            and _channels_last(x)
+        ):
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self.packed, self.bias, p, s, [1, 1], self.groups, "none", [], ""
+            )
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+
+    def packed_for(self, input_shape: Sequence[int]) -> LayerWeights:
+        """This 2-d convolution with its weight packed for oneDNN and (B, C, H, W) inputs of
+        ``input_shape`` (where this build has the ops; other shapes still compute right)."""
+        if not _PACKING or self.weight.ndim != 4 or self.weight.device.type != "cpu":
+            return self
+        if self.weight.dtype not in (torch.float32, torch.bfloat16):
+            return self
+        p, s = [self.padding] * 2, [self.stride] * 2
+        try:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, p, s, [1, 1], self.groups, list(input_shape)
+            )
+        except RuntimeError:  # oneDNN declined: the plain convolution it is
+            return self
+        return dataclasses.replace(self, packed=packed)
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """(B, C_out, H', W') of this 2-d convolution (3 × 3 or any square kernel) for ``input_shape``."""
+        b, _, h, w = input_shape
+        k = self.weight.shape[-1]
+        return (
+            b,
+            self.weight.shape[0],
+            (h + 2 * self.padding - k) // self.stride + 1,
+            (w + 2 * self.padding - k) // self.stride + 1,
+        )
+
     @staticmethod
     def stack(layers: Sequence[LayerWeights]) -> LayerWeights:
         """Layers side by side, their outputs concatenated: weights, biases and BatchNorms stacked
@@ -92,8 +163,12 @@ class LayerWeights:
         if (
             len({layer.norm is None for layer in layers}) != 1
             or len({layer.bias is None for layer in layers}) != 1
+            or len({(layer.stride, layer.padding, layer.groups) for layer in layers}) != 1
         ):
-            raise ValueError("stacked layers must all have a BatchNorm or none, and all a bias or none")
+            raise ValueError(
+                "stacked layers must all have a BatchNorm or none, a bias or none, and one stride, "
+                "padding and grouping"
+            )
         weight = torch.cat([layer.weight for layer in layers])
         bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
         norm = None
@@ -106,7 +181,8 @@ class LayerWeights:
                 None if any(t is None for t in part) else torch.cat(part) for part in parts
             )
             norm = (mean, var, scale, shift, eps.pop())
-        return LayerWeights(weight, bias, norm)
+        first = layers[0]
+        return LayerWeights(weight, bias, norm, first.stride, first.padding, first.groups)
 
 
 def layer_weights(
@@ -114,8 +190,10 @@ def layer_weights(
     bias: torch.Tensor | None,
     norm: nn.BatchNorm1d | nn.BatchNorm2d | None,
     dtype: torch.dtype,
+    conv: nn.Conv2d | None = None,
 ) -> LayerWeights:
-    """A layer's weight and bias cast to ``dtype`` (as autocast casts them) and its BatchNorm."""
+    """A layer's weight and bias cast to ``dtype`` (as autocast casts them) and its BatchNorm; with
+    ``conv``, that convolution's stride, padding and groups (square, undilated)."""
     if norm is not None and (norm.running_mean is None or norm.running_var is None):
         raise ValueError("the inference path needs BatchNorms with running statistics")
     with torch.no_grad():
@@ -123,7 +201,12 @@ def layer_weights(
         kept = None
         if norm is not None:
             kept = (norm.running_mean, norm.running_var, norm.weight, norm.bias, float(norm.eps))
-        return LayerWeights(weight, None if bias is None else bias.detach().to(dtype), kept)
+        bias = None if bias is None else bias.detach().to(dtype)
+        if conv is None:
+            return LayerWeights(weight, bias, kept)
+        if len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1 or set(conv.dilation) != {1}:
+            raise ValueError(f"the inference path takes square, undilated convolutions, got {conv}")
+        return LayerWeights(weight, bias, kept, int(conv.stride[0]), int(conv.padding[0]), int(conv.groups))
 
 
 class WeightCache:

@@ -81,7 +81,11 @@ def scene(seed: int, n: int = 6000, batch_size: int = 2) -> Batch:
 def assert_same_detections(fast: list[Detections], reference: list[Detections]) -> None:
     assert len(fast) == len(reference)
     for a, b in zip(fast, reference, strict=True):
-        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
+        assert (
+            torch.equal(a.boxes, b.boxes)
+            and torch.equal(a.scores, b.scores)
+            and torch.equal(a.labels, b.labels)
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,7 +164,9 @@ def test_stacking_needs_matching_layers() -> None:
 @pytest.mark.parametrize("precision_name", PRECISIONS)
 @pytest.mark.parametrize("head_convs", [1, 2, 3])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_stacked_head_gives_the_branches_bits(precision_name: str, head_convs: int, channels_last: bool) -> None:
+def test_stacked_head_gives_the_branches_bits(
+    precision_name: str, head_convs: int, channels_last: bool
+) -> None:
     torch.manual_seed(head_convs)
     head = CenterHead(
         24, CLASSES, RANGE, VOXEL, out_stride=2, shared_channels=16, head_channels=8, head_convs=head_convs
@@ -186,6 +192,23 @@ def test_head_behind_the_bev_backbone_gives_the_same_bits(precision_name: str) -
     bev = torch.randn(1, 16, 2 * ny, 2 * nx).relu().contiguous(memory_format=torch.channels_last)
     fast, reference = both_paths(lambda: head(backbone(bev)), precision_name)
     assert torch.equal(fast.heatmap, reference.heatmap) and torch.equal(fast.rot, reference.rot)
+
+
+@pytest.mark.parametrize("precision_name", PRECISIONS)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_bev_backbone_on_packed_weights_gives_the_same_bits(precision_name: str, channels_last: bool) -> None:
+    """Odd map sizes (cropped upsampling), a batch of two, then another size (the packing is per shape)."""
+    torch.manual_seed(0)
+    backbone = randomize_norms(
+        BEVBackbone(8, (16, 24, 24), (1, 2, 1), (2, 2, 2), (1, 2, 4), (8, 8, 8))
+    ).eval()
+    for shape in ((2, 8, 37, 29), (1, 8, 40, 40)):
+        bev = torch.randn(*shape).relu()
+        if channels_last:
+            bev = bev.contiguous(memory_format=torch.channels_last)
+        fast, reference = both_paths(lambda bev=bev: backbone(bev), precision_name)
+        assert fast.dtype == reference.dtype and fast.shape == reference.shape
+        assert torch.equal(fast, reference)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -19,6 +19,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from perception.models.inference_path import (
+    LayerWeights,
+    WeightCache,
+    compute_dtype,
+    fast_path,
+    layer_weights,
+)
+
 __all__ = ["BEVBackbone"]
 
 
@@ -96,13 +104,43 @@ class BEVBackbone(nn.Module):
             c_in = c
         self.stages = nn.ModuleList(stages)
         self.upsample = nn.ModuleList(ups)
+        self._packed = WeightCache()
 
     def forward(self, bev: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W) → (B, out_channels, ceil(H / out_stride), ceil(W / out_stride))."""
+        """(B, in_channels, H, W) → (B, out_channels, ceil(H / out_stride), ceil(W / out_stride)).
+
+        On the inference path (:func:`~perception.models.inference_path.fast_path`) the stages'
+        convolutions run on weights packed once for oneDNN (:meth:`_packed_stages`): the same bits.
+        """
         outs = []
-        x = bev
-        for stage, up in zip(self.stages, self.upsample, strict=True):
-            x = stage(x)
-            outs.append(up(x))
+        if fast_path(self):
+            dtype = compute_dtype(bev)
+            key = (dtype, tuple(bev.shape))
+            x = bev.to(dtype)
+            for stage, up in zip(
+                self._packed.get(self, lambda: self._packed_stages(*key), *key), self.upsample, strict=True
+            ):
+                for layer in stage:
+                    x = layer.normalize(layer.conv2d(x)).relu_()
+                outs.append(up(x))
+        else:
+            x = bev
+            for stage, up in zip(self.stages, self.upsample, strict=True):
+                x = stage(x)
+                outs.append(up(x))
         h, w = -(-bev.shape[2] // self.out_stride), -(-bev.shape[3] // self.out_stride)  # ceil
         return torch.cat([o[:, :, :h, :w] for o in outs], dim=1)
+
+    def _packed_stages(self, dtype: torch.dtype, input_shape: tuple[int, ...]) -> list[list[LayerWeights]]:
+        """Each stage's Conv → BatchNorm pairs for computing in ``dtype``, the convolutions packed for
+        the shapes that reach them from an input of ``input_shape``."""
+        stages, shape = [], input_shape
+        for stage in self.stages:
+            layers = list(stage)
+            packed = []
+            for conv, norm in zip(layers[0::3], layers[1::3], strict=True):
+                layer = layer_weights(conv.weight, conv.bias, norm, dtype, conv)
+                packed.append(layer.packed_for(shape))
+                shape = layer.output_shape(shape)
+            stages.append(packed)
+        return stages

@@ -315,26 +315,28 @@ class CenterHead(nn.Module):
     _BRANCHES = ("heatmap", "offset", "z", "log_dims", "rot")
 
     def _stacked(
-        self, dtype: torch.dtype
+        self, dtype: torch.dtype, input_shape: tuple[int, ...]
     ) -> tuple[LayerWeights, LayerWeights, list[list[LayerWeights]], list[int]]:
         """The head's layers for computing in ``dtype``: the shared convolution; the five branches'
         first convolutions, which all read the shared features, stacked into one (with their
         BatchNorms; with ``head_convs = 1`` these are the output convolutions); each branch's later
-        convolutions; and the channels each branch takes of the stacked output."""
-        shared = layer_weights(self.shared[0].weight, None, self.shared[1], dtype)
+        convolutions; and the channels each branch takes of the stacked output. The shared and the
+        stacked convolutions are packed for oneDNN and inputs of ``input_shape``."""
+        shared = layer_weights(self.shared[0].weight, None, self.shared[1], dtype, self.shared[0])
         branches = [list(getattr(self, name)) for name in self._BRANCHES]
         if len(branches[0]) == 1:  # head_convs = 1: the output convolutions read the shared features
-            firsts = [layer_weights(b[0].weight, b[0].bias, None, dtype) for b in branches]
+            firsts = [layer_weights(b[0].weight, b[0].bias, None, dtype, b[0]) for b in branches]
             rest: list[list[LayerWeights]] = [[] for _ in branches]
         else:
-            firsts = [layer_weights(b[0].weight, None, b[1], dtype) for b in branches]
+            firsts = [layer_weights(b[0].weight, None, b[1], dtype, b[0]) for b in branches]
             rest = [
-                [layer_weights(b[i].weight, None, b[i + 1], dtype) for i in range(3, len(b) - 1, 3)]
-                + [layer_weights(b[-1].weight, b[-1].bias, None, dtype)]
+                [layer_weights(b[i].weight, None, b[i + 1], dtype, b[i]) for i in range(3, len(b) - 1, 3)]
+                + [layer_weights(b[-1].weight, b[-1].bias, None, dtype, b[-1])]
                 for b in branches
             ]
         widths = [int(layer.weight.shape[0]) for layer in firsts]
-        return shared, LayerWeights.stack(firsts), rest, widths
+        first = LayerWeights.stack(firsts).packed_for(shared.output_shape(input_shape))
+        return shared.packed_for(input_shape), first, rest, widths
 
     def _forward_stacked(self, bev: torch.Tensor) -> HeadOutput:
         """:meth:`forward` with the branches' first convolutions as one (:meth:`_stacked`): one
@@ -343,9 +345,10 @@ class CenterHead(nn.Module):
         same inputs, so the maps are the same bits; the later convolutions run per branch on its
         channels of the stacked output (a grouped convolution is not always the same bits)."""
         dtype = compute_dtype(bev)
-        shared, first, rest, widths = self._stacked_layers.get(self, lambda: self._stacked(dtype), dtype)
-        x = shared.normalize(F.conv2d(bev.to(dtype), shared.weight, None, 1, 1)).relu_()
-        x = first.normalize(F.conv2d(x, first.weight, first.bias, 1, 1))
+        key = (dtype, tuple(bev.shape))
+        shared, first, rest, widths = self._stacked_layers.get(self, lambda: self._stacked(*key), *key)
+        x = shared.normalize(shared.conv2d(bev.to(dtype))).relu_()
+        x = first.normalize(first.conv2d(x))
         x = x.relu_() if rest[0] else x  # hidden layers (head_convs > 1) end in a ReLU
         maps, start = [], 0
         for width, layers in zip(widths, rest, strict=True):
@@ -353,8 +356,8 @@ class CenterHead(nn.Module):
             start += width
             if layers:
                 for layer in layers[:-1]:
-                    y = layer.normalize(F.conv2d(y, layer.weight, None, 1, 1)).relu_()
-                y = F.conv2d(y, layers[-1].weight, layers[-1].bias, 1, 1)
+                    y = layer.normalize(layer.conv2d(y)).relu_()
+                y = layers[-1].conv2d(y)
             maps.append(y)
         return HeadOutput(*maps)
 
