@@ -53,8 +53,14 @@ def reference_path() -> Iterator[None]:
 
 def fast_path(module: nn.Module) -> bool:
     """Whether ``module`` takes the inference path: eval mode, gradients off, not within
-    :func:`reference_path`."""
-    return not module.training and not torch.is_grad_enabled() and _reference_depth == 0
+    :func:`reference_path`, and not while ``torch.compile`` traces it (the compiler gets the modules'
+    own layers)."""
+    return (
+        not module.training
+        and not torch.is_grad_enabled()
+        and _reference_depth == 0
+        and not torch.compiler.is_compiling()
+    )
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:

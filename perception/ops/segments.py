@@ -60,9 +60,9 @@ def segment_max(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
     Returns:
         (S, ...) in ``x``'s dtype. CPU tensors without gradients go through one numba pass; the
-        rest through ``torch.segment_reduce``.
+        rest (and anything ``torch.compile`` traces) through ``torch.segment_reduce``.
     """
-    cpu = x.device.type == "cpu" and lengths.device.type == "cpu"
+    cpu = x.device.type == "cpu" and lengths.device.type == "cpu" and not torch.compiler.is_compiling()
     if not cpu or (x.requires_grad and torch.is_grad_enabled()) or x.ndim == 0 or not x.is_floating_point():
         return torch.segment_reduce(x, "max", lengths=lengths, axis=0, unsafe=True)
     if x.shape[0] == 0 or lengths.numel() == 0:

@@ -94,7 +94,11 @@ class PointGroups:
         ``[x, y, z, attributes..., xyz - voxel's point mean (3), xyz - voxel centre (3)]``; float32 CPU
         points without gradients in one numba pass (:func:`perception.ops.segments.pillar_decoration`,
         the same bits)."""
-        exact_kernel = self.points.device.type == "cpu" and self.points.dtype == torch.float32
+        exact_kernel = (
+            self.points.device.type == "cpu"
+            and self.points.dtype == torch.float32
+            and not torch.compiler.is_compiling()
+        )
         if exact_kernel and not (self.points.requires_grad and torch.is_grad_enabled()):
             return pillar_decoration(self.points, self.num_points, self.voxel_centres())
         xyz = self.points[:, :3]
@@ -168,7 +172,8 @@ def group_points(
     """
     if batch_size is None:
         batch_size = int(batch_index.max()) + 1 if batch_index.numel() else 1
-    if points.device.type == "cpu" and not _TORCH_ON_CPU:  # one numba pass, the same result
+    if points.device.type == "cpu" and not _TORCH_ON_CPU and not torch.compiler.is_compiling():
+        # one numba pass, the same result (torch.compile traces the torch ops instead)
         index, voxel, num_points, coords, spatial_shape = group_by_voxel(
             points, voxel_size, point_cloud_range, batch_index
         )
