@@ -1,19 +1,23 @@
-"""CPU kernels over segments (runs of consecutive rows): the max of each run, and softmax attention of
-one query per run over the run's rows.
+"""CPU kernels over segments (runs of consecutive rows): the max of each run, PointPillars' decoration,
+and softmax attention of one query per run over the run's rows.
 
 The encoders group points by voxel so that each voxel's points are one run of rows
-(:mod:`perception.models.encoders.grouping`). ``torch.segment_reduce`` reduces such runs on any
-device, but on the CPU it is slow for wide rows; these numba kernels compute the same values in one
-pass over the rows. Other devices, and anything that needs gradients, keep the torch ops.
+(:mod:`perception.models.encoders.grouping`). ``torch.segment_reduce`` and friends reduce such runs on
+any device, but on the CPU they take a pass over the rows per step and are slow for wide rows; these
+numba kernels compute the same numbers, bit for bit, in fewer passes. Other devices, anything that
+needs gradients, and anything ``torch.compile`` traces keep the torch ops.
 
-- :func:`segment_max`: element-wise max of each run, bitwise ``torch.segment_reduce(x, "max", ...)``
-  (a max picks one of its inputs; NaN propagates). Float16 / bfloat16 go through float32, exactly.
-- :func:`segment_attention`: for each run and head, ``Σ_i softmax_i(<q, k_i> / sqrt(d)) v_i`` — the
-  arithmetic of :func:`perception.models.encoders.pvt.segment_attention` in one pass: logits in the
-  inputs' precision (with bfloat16 inputs each product and the sum are rounded to bfloat16, as the
-  eager ops do), the softmax and the weighted sum in float32, summed point by point in run order.
-  Only the order of the 16-odd products within one logit and the ``exp`` implementation differ from
-  the eager ops: a float32 rounding apart.
+- :func:`segment_max`: element-wise max of each run, ``torch.segment_reduce(x, "max", ...)``'s bits (a
+  max picks one of its inputs; NaN propagates); bfloat16 compared as float32 and moved as bits.
+- :func:`pillar_decoration`: ``[points, xyz - run mean, xyz - run centre]`` with ``segment_reduce``'s
+  float32 mean (the run's sum in order, divided by its length).
+- :func:`segment_attention`: for each run and head, ``Σ_i softmax_i(<q, k_i> / sqrt(d)) v_i`` with the
+  arithmetic of :func:`perception.models.encoders.pvt.segment_attention`: the logits in the inputs'
+  precision (bfloat16 inputs: each product and the sum rounded to bfloat16, as the eager ops round
+  them), their d products summed in the order torch sums a row (eight interleaved partial sums, then
+  in order; the same bits for d = 16, the quickstart's, and a float32 rounding at most otherwise);
+  the exponentials by torch's own ``exp``; the softmax and the weighted sum in float32, point by
+  point in run order. One kernel before the ``exp``, one after, the keys and values read in place.
 """
 
 from __future__ import annotations

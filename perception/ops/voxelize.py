@@ -41,7 +41,7 @@ Grouping by voxel (``group_by_voxel``, the encoders' first step on the CPU)
 by a key computed from the row's values alone (x as an ordered unsigned integer, then a 31-bit FNV-1a
 hash of the row's float32 words; equal keys by input position): the order of
 :func:`perception.models.encoders.grouping.canonical_order`, which the encoders' segment reductions
-need to be bitwise independent of the input order. One numba pass: cells with spconv's float32
+need to be bitwise independent of the input order. One numba call: cells with spconv's float32
 arithmetic, a counting sort by cell over a dense per-cell table where the grid (times the batch) has
 at most ``max(4 N, 2**22)`` cells (else a stable sort of the cell keys), then a sort of each voxel's
 run by the key (insertion sort for short runs).
