@@ -35,7 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerWeights", "WeightCache", "compute_dtype", "fast_path", "layer_weights", "reference_path"]
+__all__ = [
+    "LayerWeights",
+    "WeightCache",
+    "compute_dtype",
+    "conv_bn_relu_blocks",
+    "fast_path",
+    "layer_weights",
+    "reference_path",
+]
 
 _reference_depth = 0
 
@@ -213,6 +221,24 @@ def layer_weights(
         if len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1 or set(conv.dilation) != {1}:
             raise ValueError(f"the inference path takes square, undilated convolutions, got {conv}")
         return LayerWeights(weight, bias, kept, int(conv.stride[0]), int(conv.padding[0]), int(conv.groups))
+
+
+def conv_bn_relu_blocks(layers: Sequence[nn.Module], last_conv: bool = False) -> bool:
+    """Whether ``layers`` are ``Conv2d → BatchNorm2d (running statistics) → ReLU`` blocks (then one
+    ``Conv2d`` if ``last_conv``): the structure the inference paths rebuild. A module whose layers
+    were changed after construction (fused, replaced) takes its own layers instead."""
+    layers = list(layers)
+    tail = [layers.pop()] if last_conv and layers else []
+    if len(layers) % 3 or (last_conv and not isinstance(tail[0] if tail else None, nn.Conv2d)):
+        return False
+    for conv, norm, relu in zip(layers[0::3], layers[1::3], layers[2::3], strict=True):
+        if not (
+            isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and isinstance(relu, nn.ReLU)
+        ):
+            return False
+        if norm.running_mean is None or norm.running_var is None:
+            return False
+    return True
 
 
 class WeightCache:

@@ -211,6 +211,22 @@ def test_bev_backbone_on_packed_weights_gives_the_same_bits(precision_name: str,
         assert torch.equal(fast, reference)
 
 
+def test_modules_whose_layers_were_changed_run_their_own_layers() -> None:
+    """A BatchNorm fused away or replaced after construction: the inference path would not be that
+    module any more, so it steps aside."""
+    torch.manual_seed(0)
+    backbone = randomize_norms(BEVBackbone(8, (16, 16), (1, 1), (2, 2), (1, 2), (8, 8))).eval()
+    head = randomize_norms(CenterHead(16, CLASSES, RANGE, VOXEL, 2, 8, 8)).eval()
+    backbone.stages[0][1] = torch.nn.Identity()
+    head.offset[1] = torch.nn.Identity()
+    bev = torch.randn(1, 8, 2 * head.map_shape[0], 2 * head.map_shape[1]).contiguous(
+        memory_format=torch.channels_last
+    )
+    fast, reference = both_paths(lambda: head(backbone(bev)), "float32")
+    for name in HeadOutput.__dataclass_fields__:
+        assert torch.equal(getattr(fast, name), getattr(reference, name)), name
+
+
 # ----------------------------------------------------------------------------------------------------
 # The PVT encoder's fused attention
 

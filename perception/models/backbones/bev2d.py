@@ -23,6 +23,7 @@ from perception.models.inference_path import (
     LayerWeights,
     WeightCache,
     compute_dtype,
+    conv_bn_relu_blocks,
     fast_path,
     layer_weights,
 )
@@ -113,13 +114,14 @@ class BEVBackbone(nn.Module):
         convolutions run on weights packed once for oneDNN (:meth:`_packed_stages`): the same bits.
         """
         outs = []
+        plan = None
         if fast_path(self):
             dtype = compute_dtype(bev)
             key = (dtype, tuple(bev.shape))
+            plan = self._packed.get(self, lambda: self._packed_stages(*key), *key)
+        if plan is not None:
             x = bev.to(dtype)
-            for stage, up in zip(
-                self._packed.get(self, lambda: self._packed_stages(*key), *key), self.upsample, strict=True
-            ):
+            for stage, up in zip(plan, self.upsample, strict=True):
                 for layer in stage:
                     x = layer.normalize(layer.conv2d(x)).relu_()
                 outs.append(up(x))
@@ -131,9 +133,14 @@ class BEVBackbone(nn.Module):
         h, w = -(-bev.shape[2] // self.out_stride), -(-bev.shape[3] // self.out_stride)  # ceil
         return torch.cat([o[:, :, :h, :w] for o in outs], dim=1)
 
-    def _packed_stages(self, dtype: torch.dtype, input_shape: tuple[int, ...]) -> list[list[LayerWeights]]:
+    def _packed_stages(
+        self, dtype: torch.dtype, input_shape: tuple[int, ...]
+    ) -> list[list[LayerWeights]] | None:
         """Each stage's Conv → BatchNorm pairs for computing in ``dtype``, the convolutions packed for
-        the shapes that reach them from an input of ``input_shape``."""
+        the shapes that reach them from an input of ``input_shape``; None for stages changed since
+        construction (the module then runs its own layers)."""
+        if not all(conv_bn_relu_blocks(stage) for stage in self.stages):
+            return None
         stages, shape = [], input_shape
         for stage in self.stages:
             layers = list(stage)

@@ -38,6 +38,7 @@ from perception.models.inference_path import (
     LayerWeights,
     WeightCache,
     compute_dtype,
+    conv_bn_relu_blocks,
     fast_path,
     layer_weights,
 )
@@ -306,7 +307,9 @@ class CenterHead(nn.Module):
                 f"{self.out_stride} give {self.map_shape}: check out_stride against the backbones' strides"
             )
         if fast_path(self):  # the same numbers, the branches stacked (perception.models.inference_path)
-            return self._forward_stacked(bev)
+            stacked = self._forward_stacked(bev)
+            if stacked is not None:
+                return stacked
         x = self.shared(bev)
         return HeadOutput(self.heatmap(x), self.offset(x), self.z(x), self.log_dims(x), self.rot(x))
 
@@ -316,14 +319,20 @@ class CenterHead(nn.Module):
 
     def _stacked(
         self, dtype: torch.dtype, input_shape: tuple[int, ...]
-    ) -> tuple[LayerWeights, LayerWeights, list[list[LayerWeights]], list[int]]:
+    ) -> tuple[LayerWeights, LayerWeights, list[list[LayerWeights]], list[int]] | None:
         """The head's layers for computing in ``dtype``: the shared convolution; the five branches'
         first convolutions, which all read the shared features, stacked into one (with their
         BatchNorms; with ``head_convs = 1`` these are the output convolutions); each branch's later
         convolutions; and the channels each branch takes of the stacked output. The shared and the
-        stacked convolutions are packed for oneDNN and inputs of ``input_shape``."""
-        shared = layer_weights(self.shared[0].weight, None, self.shared[1], dtype, self.shared[0])
+        stacked convolutions are packed for oneDNN and inputs of ``input_shape``. None for layers
+        changed since construction (the head then runs its own layers)."""
         branches = [list(getattr(self, name)) for name in self._BRANCHES]
+        depths = {len(b) for b in branches}
+        if not conv_bn_relu_blocks(self.shared) or len(depths) != 1:
+            return None
+        if not all(conv_bn_relu_blocks(b, last_conv=True) for b in branches):
+            return None
+        shared = layer_weights(self.shared[0].weight, None, self.shared[1], dtype, self.shared[0])
         if len(branches[0]) == 1:  # head_convs = 1: the output convolutions read the shared features
             firsts = [layer_weights(b[0].weight, b[0].bias, None, dtype, b[0]) for b in branches]
             rest: list[list[LayerWeights]] = [[] for _ in branches]
@@ -338,7 +347,7 @@ class CenterHead(nn.Module):
         first = LayerWeights.stack(firsts).packed_for(shared.output_shape(input_shape))
         return shared.packed_for(input_shape), first, rest, widths
 
-    def _forward_stacked(self, bev: torch.Tensor) -> HeadOutput:
+    def _forward_stacked(self, bev: torch.Tensor) -> HeadOutput | None:
         """:meth:`forward` with the branches' first convolutions as one (:meth:`_stacked`): one
         64 → 5 × 32 convolution instead of five 64 → 32 ones costs on a CPU little more than one of
         them. Each output channel is the dot product its branch's own convolution computes over the
@@ -346,7 +355,10 @@ class CenterHead(nn.Module):
         channels of the stacked output (a grouped convolution is not always the same bits)."""
         dtype = compute_dtype(bev)
         key = (dtype, tuple(bev.shape))
-        shared, first, rest, widths = self._stacked_layers.get(self, lambda: self._stacked(*key), *key)
+        layers = self._stacked_layers.get(self, lambda: self._stacked(*key), *key)
+        if layers is None:
+            return None
+        shared, first, rest, widths = layers
         x = shared.normalize(shared.conv2d(bev.to(dtype))).relu_()
         x = first.normalize(first.conv2d(x))
         x = x.relu_() if rest[0] else x  # hidden layers (head_convs > 1) end in a ReLU
