@@ -40,10 +40,14 @@ from perception.data.transforms import (
     CameraFovFilter,
     GlobalRotation,
     GlobalScaling,
+    GlobalTranslation,
     GroundTruthSampling,
+    IntensityJitter,
+    PointJitter,
     PointShuffle,
     RandomFlip,
     RangeFilter,
+    SensorTilt,
     Transform,
 )
 from perception.structures import collate
@@ -69,6 +73,7 @@ def default_train_transforms(
     class_names: Sequence[str] = ("Car", "Pedestrian", "Cyclist"),
     database: str | None = None,
     camera_fov_only: bool = True,
+    domain_randomization: bool = False,
 ) -> list[Transform]:
     """The usual KITTI augmentation (OpenPCDet's SECOND / PV-RCNN configs).
 
@@ -76,19 +81,25 @@ def default_train_transforms(
     is given; Car 15, Pedestrian 10, Cyclist 10, other classes 10, objects with ≥ 5 points and a
     KITTI difficulty), flip across the x axis, rotation in ±π/4, scaling in [0.95, 1.05], the range
     filter, point shuffle.
+
+    ``domain_randomization`` (for training on the simulator and predicting on a real sensor) adds,
+    before the range filter: sensor height N(0, 0.08²) m (:class:`GlobalTranslation` in z), pitch and
+    roll in ±1° (:class:`SensorTilt`), intensity gain, floor and noise (:class:`IntensityJitter`)
+    and point jitter of 1 cm (:class:`PointJitter`).
     """
     transforms: list[Transform] = [CameraFovFilter()] if camera_fov_only else []
     if database is not None:
         counts = {name: _SAMPLE_COUNTS.get(name, 10) for name in class_names}
         transforms.append(GroundTruthSampling(database, counts, class_names=class_names))
-    return [
-        *transforms,
-        RandomFlip(("x",)),
-        GlobalRotation(math.pi / 4),
-        GlobalScaling(0.95, 1.05),
-        RangeFilter(point_cloud_range),
-        PointShuffle(),
-    ]
+    transforms += [RandomFlip(("x",)), GlobalRotation(math.pi / 4), GlobalScaling(0.95, 1.05)]
+    if domain_randomization:
+        transforms += [
+            GlobalTranslation((0.0, 0.0, 0.08)),
+            SensorTilt(1.0),
+            IntensityJitter(),
+            PointJitter(0.01, 0.03),
+        ]
+    return [*transforms, RangeFilter(point_cloud_range), PointShuffle()]
 
 
 def default_val_transforms(
@@ -315,6 +326,9 @@ class DetectionDataModule(EpochDataModule):
             default train transforms; :meth:`prepare_data` builds it from ``train_split`` when missing.
         camera_fov_only: the default transforms keep only the points in the camera's view (KITTI
             labels objects only there); no effect on explicit transforms.
+        domain_randomization: the default train transforms add sensor height, tilt, intensity and
+            jitter randomisation (:func:`default_train_transforms`; for training on the simulator
+            and predicting on a real sensor); no effect on explicit transforms.
         batch_size: training batch size; val_batch_size: validation / prediction (default the same).
         num_workers: DataLoader workers (0: load in the main process).
         seed: augmentation and shuffle seed.
@@ -344,6 +358,7 @@ class DetectionDataModule(EpochDataModule):
         val_transforms: list[Transform] | None = None,
         database: str | None = None,
         camera_fov_only: bool = True,
+        domain_randomization: bool = False,
         batch_size: int = 4,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -375,7 +390,9 @@ class DetectionDataModule(EpochDataModule):
         self.train_transforms = (
             list(train_transforms)
             if train_transforms is not None
-            else default_train_transforms(self.point_cloud_range, self.class_names, database, camera_fov_only)
+            else default_train_transforms(
+                self.point_cloud_range, self.class_names, database, camera_fov_only, domain_randomization
+            )
         )
         self.val_transforms = (
             list(val_transforms)

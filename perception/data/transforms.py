@@ -43,16 +43,19 @@ __all__ = [
     "GlobalScaling",
     "GlobalTranslation",
     "GroundTruthSampling",
+    "IntensityJitter",
     "IntensityNormalize",
     "ObjectNoise",
     "PointJitter",
     "PointShuffle",
     "RandomFlip",
     "RangeFilter",
+    "SensorTilt",
     "Transform",
     "flip",
     "rotate",
     "scale",
+    "tilt",
     "translate",
 ]
 
@@ -146,8 +149,41 @@ def translate(sample: Sample, offset: ArrayLike) -> Sample:
     return _finish(sample, points, boxes)
 
 
+def tilt(sample: Sample, pitch: float, roll: float) -> Sample:
+    """Tilt the sensor: rotate the points and the box centres by ``roll`` about +x, then ``pitch``
+    about +y (radians; a few degrees at most). Boxes stay upright with their yaw: a tilted sensor
+    sees a tilted world, and labels keep gravity's up."""
+    cr, sr, cp, sp = math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch)
+
+    def turn(xyz: NDArray) -> NDArray[np.float64]:
+        x, y, z = (xyz[:, i].astype(np.float64) for i in range(3))
+        y, z = cr * y - sr * z, sr * y + cr * z
+        return np.column_stack([cp * x + sp * z, y, -sp * x + cp * z])
+
+    points = sample.points.copy()
+    points[:, :3] = turn(sample.points)
+    boxes = sample.boxes.astype(np.float64)
+    boxes[:, :3] = turn(boxes)
+    return _finish(sample, points, boxes)
+
+
 # --------------------------------------------------------------------------------------------------
 # random global augmentation
+
+
+class SensorTilt(Transform):
+    """Tilt the sensor (:func:`tilt`) by a pitch and a roll each drawn uniformly from
+    ``[−max_degrees, max_degrees]``: mounting and road-slope differences between the simulator
+    and a real car (KITTI's ground rises and falls by a degree or two across a scan)."""
+
+    def __init__(self, max_degrees: float = 1.0) -> None:
+        if not 0 <= max_degrees <= 10:
+            raise ValueError(f"max_degrees must be in [0, 10], got {max_degrees}")
+        self.max_angle = math.radians(float(max_degrees))
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        pitch, roll = rng.uniform(-self.max_angle, self.max_angle, 2)
+        return tilt(sample, float(pitch), float(roll))
 
 
 class GlobalRotation(Transform):
@@ -296,6 +332,46 @@ class CameraFovFilter(Transform):
         # u / w in [0, width) and v / w in [0, height), in front of the camera (w > 0).
         keep = (w > 0) & (u >= 0) & (u < width * w) & (v >= 0) & (v < height * w)
         return sample.select_points(keep)
+
+
+class IntensityJitter(Transform):
+    """Randomise the intensity column as another sensor (or its gain) would report it.
+
+    Per frame: a gain drawn from ``[min_gain, max_gain]`` and a floor from ``[0, max_floor]``; per
+    point: relative noise N(0, ``noise``²). Values under the floor become 0 and the result is clipped
+    to [0, 1] (KITTI's reflectance range); the gain and floor make a model lean less on one sensor's
+    exact intensity response.
+    """
+
+    def __init__(
+        self,
+        min_gain: float = 0.7,
+        max_gain: float = 1.3,
+        max_floor: float = 0.08,
+        noise: float = 0.1,
+        column: int = 3,
+    ) -> None:
+        if not 0 < min_gain <= max_gain:
+            raise ValueError(f"need 0 < min_gain <= max_gain, got {min_gain}, {max_gain}")
+        if max_floor < 0 or noise < 0:
+            raise ValueError(f"max_floor and noise must be >= 0, got {max_floor}, {noise}")
+        if column < 3:
+            raise ValueError(f"column must be an attribute column (>= 3), got {column}")
+        self.min_gain, self.max_gain = float(min_gain), float(max_gain)
+        self.max_floor, self.noise, self.column = float(max_floor), float(noise), int(column)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if sample.points.shape[1] <= self.column:
+            raise ValueError(
+                f"sample {sample.frame_id}: points have {sample.points.shape[1]} columns, no column {self.column}"
+            )
+        gain = rng.uniform(self.min_gain, self.max_gain)
+        floor = rng.uniform(0.0, self.max_floor)
+        jitter = 1.0 + rng.normal(0.0, self.noise, len(sample.points))
+        points = sample.points.copy()
+        v = points[:, self.column].astype(np.float64) * gain * jitter
+        points[:, self.column] = np.where(v < floor, 0.0, np.clip(v, 0.0, 1.0))
+        return sample.replace(points=points)
 
 
 class IntensityNormalize(Transform):

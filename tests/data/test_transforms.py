@@ -19,14 +19,17 @@ from perception.data.transforms import (
     GlobalScaling,
     GlobalTranslation,
     GroundTruthSampling,
+    IntensityJitter,
     IntensityNormalize,
     ObjectNoise,
     PointShuffle,
     RandomFlip,
     RangeFilter,
+    SensorTilt,
     flip,
     rotate,
     scale,
+    tilt,
     translate,
 )
 from perception.geometry.boxes import points_in_boxes, points_in_boxes_mask, rotation_z, wrap_angle
@@ -177,6 +180,57 @@ def test_range_filter_half_open_and_box_centres_in_bev():
     assert out.labels.tolist() == [0, 1] and out.difficulty.tolist() == [0, 1]
     with pytest.raises(ValueError, match="min < max"):
         RangeFilter([0, 0, 0, 0, 1, 1])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS, pitch=st.floats(-0.05, 0.05), roll=st.floats(-0.05, 0.05))
+def test_sensor_tilt_is_a_rotation_that_keeps_box_centres_with_their_points(seed, pitch, roll):
+    s = scene(seed)
+    out = tilt(s, pitch, roll)
+    # Rigid about the sensor: ranges kept; a box's points keep their offset from its centre.
+    np.testing.assert_allclose(
+        np.linalg.norm(out.points[:, :3], axis=1),
+        np.linalg.norm(s.points[:, :3], axis=1),
+        rtol=1e-5,
+        atol=1e-4,
+    )
+    inside = points_in_boxes(s.points, s.boxes)
+    k = inside >= 0
+    before = np.linalg.norm(s.points[k, :3] - s.boxes[inside[k], :3], axis=1)
+    after = np.linalg.norm(out.points[k, :3] - out.boxes[inside[k], :3], axis=1)
+    np.testing.assert_allclose(after, before, atol=1e-4)
+    np.testing.assert_array_equal(out.boxes[:, 3:], s.boxes[:, 3:])  # sizes and yaw: upright boxes
+    assert_same_boxes(tilt(s, 0.0, 0.0).boxes, s.boxes)
+    # A pitch up lowers what is ahead: z of a point 10 m ahead drops by 10 sin(pitch).
+    p = Sample(frame_id="p", points=np.array([[10.0, 0, 0, 0.5]], np.float32))
+    assert tilt(p, 0.01, 0.0).points[0, 2] == pytest.approx(-10 * math.sin(0.01), abs=1e-5)
+    drawn = SensorTilt(1.0)(s, np.random.default_rng(seed))
+    assert np.abs(drawn.points[:, :3] - s.points[:, :3]).max() <= 40 * math.sqrt(2) * math.radians(1.0) * 1.5
+    with pytest.raises(ValueError, match="max_degrees"):
+        SensorTilt(20.0)
+
+
+def test_intensity_jitter_gain_floor_and_noise():
+    rng = np.random.default_rng(0)
+    v = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    s = Sample(frame_id="j", points=np.column_stack([np.zeros((101, 3), np.float32), v]))
+    same = IntensityJitter(1.0, 1.0, 0.0, 0.0)(s, rng)
+    np.testing.assert_allclose(same.points[:, 3], v, atol=1e-6)
+    out = IntensityJitter(2.0, 2.0, 0.0, 0.0)(s, rng)
+    np.testing.assert_allclose(out.points[:, 3], np.clip(2 * v, 0, 1), atol=1e-6)
+    many = [IntensityJitter()(s, np.random.default_rng(k)).points[:, 3] for k in range(50)]
+    assert all(m.min() >= 0 and m.max() <= 1 for m in many)
+    assert np.mean([m[2] == 0 for m in many]) > 0.3  # 0.02 is under most drawn floors
+    assert len({round(float(m[50]), 4) for m in many}) > 40  # gain and noise vary per frame
+    np.testing.assert_array_equal(
+        IntensityJitter()(s, np.random.default_rng(3)).points,
+        IntensityJitter()(s, np.random.default_rng(3)).points,
+    )
+    np.testing.assert_array_equal(out.points[:, :3], s.points[:, :3])
+    with pytest.raises(ValueError, match="min_gain"):
+        IntensityJitter(1.5, 1.0)
+    with pytest.raises(ValueError, match="no column 4"):
+        IntensityJitter(column=4)(s, rng)
 
 
 def test_intensity_normalize():

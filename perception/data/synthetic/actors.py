@@ -14,14 +14,21 @@ import numpy as np
 from perception.data.synthetic.shapes import ShapeBuilder, Shapes
 
 __all__ = [
+    "CAR_STYLES",
     "KITTI_SIZES",
+    "STREET_FURNITURE",
     "build_building",
     "build_bush",
     "build_cyclist",
+    "build_fence",
+    "build_hedge",
     "build_pedestrian",
     "build_pole",
+    "build_rounded_car",
+    "build_street_furniture",
     "build_tree",
     "build_vehicle",
+    "build_wall",
     "sample_size",
 ]
 
@@ -50,17 +57,124 @@ def sample_size(rng: np.random.Generator, cls: str) -> tuple[float, float, float
     return tuple(float(v) for v in np.ceil(size * 100.0 - 1e-6) / 100.0)
 
 
-def _paint(rng: np.random.Generator) -> float:
-    # Dark, mid and light paints.
+def _paint(rng: np.random.Generator, kitti: bool = False) -> float:
+    """A paint's reflectance: dark, mid or light. ``kitti``: as KITTI's sensor sees car paint (the
+    real dev scans: median intensity 0.09 on cars within 10 m, 45% of car points at 0, the brightest
+    tenth above 0.4), so half dark (under the intensity floor), 35% mid, 15% light."""
+    if kitti:
+        u = rng.random()
+        lo, hi = (0.01, 0.05) if u < 0.5 else (0.05, 0.2) if u < 0.85 else (0.2, 0.45)
+        return float(rng.uniform(lo, hi))
     lo, hi = ((0.08, 0.2), (0.25, 0.45), (0.5, 0.75))[int(rng.integers(3))]
     return float(rng.uniform(lo, hi))
 
 
-def build_vehicle(rng: np.random.Generator, cls: str, size, mxy: float, mz: float) -> Shapes:
-    """A Car, Van or Truck: body, cabin (glass with a roof), wheels, number plates."""
+CAR_STYLES: dict[str, tuple[float, tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    # style: (share, trunk deck length, rear window reach, belt height / H)
+    "saloon": (0.5, (0.55, 0.9), (0.45, 0.75), (0.5, 0.58)),
+    "hatchback": (0.3, (0.12, 0.3), (0.25, 0.45), (0.5, 0.58)),
+    "suv": (0.2, (0.06, 0.2), (0.12, 0.28), (0.55, 0.63)),
+}
+"""Body styles of :func:`build_rounded_car` (KITTI's cars are mostly saloons, hatchbacks and
+estates / SUVs)."""
+
+
+def build_rounded_car(
+    rng: np.random.Generator, size, mxy: float, mz: float, kitti_paint: bool = True
+) -> Shapes:
+    """A Car with a rounded body: nose and tail are half-ellipsoids (round in plan and in profile,
+    as real cars' bumpers are), the glass cabin has a sloped windshield and rear window (ellipsoid
+    caps) and lets about half the rays through onto the seats or out through the far side, an opaque
+    roof, wheels and number plates. The style (saloon, hatchback, SUV), hood and deck lengths,
+    roundness and paint are drawn from ``rng``; all geometry stays in the label box less the margins.
+    """
     l, w, h = size
     L, W, H = l - 2 * mxy, w - 2 * mxy, h - 2 * mz
-    paint = _paint(rng)
+    paint = _paint(rng, kitti_paint)
+    glass = 0.03 if kitti_paint else 0.07
+    names = list(CAR_STYLES)
+    style = names[int(rng.choice(len(names), p=[CAR_STYLES[n][0] for n in names]))]
+    _, deck_range, rear_range, belt_range = CAR_STYLES[style]
+    sb = ShapeBuilder()
+    r = float(rng.uniform(0.29, 0.35))
+    clear = float(rng.uniform(0.14, 0.2))
+    half_tyre = 0.1
+    y_wheel = W / 2 - half_tyre - 0.02
+    overhang = float(rng.uniform(0.75, 0.95))
+    for x in (L / 2 - overhang, -(L / 2 - overhang)):
+        for side in (-1.0, 1.0):
+            y = side * y_wheel
+            sb.cylinder((x, y - half_tyre, r), (x, y + half_tyre, r), r, reflectance=0.05, semantic="Car")
+    nose = L / 2 - 0.012  # plates stick out 12 mm from the body
+    belt = H * float(rng.uniform(*belt_range))
+    hb = belt - clear
+    zc, rz = clear + 0.45 * hb, 0.55 * hb
+    front, rear = float(rng.uniform(0.45, 0.8)), float(rng.uniform(0.3, 0.6))
+    sb.box_span((-nose + rear, -W / 2, clear), (nose - front, W / 2, belt), reflectance=paint, semantic="Car")
+    sb.ellipsoid((nose - front, 0.0, zc), (front, W / 2, rz), reflectance=paint, semantic="Car")
+    sb.ellipsoid((-nose + rear, 0.0, zc), (rear, W / 2, rz), reflectance=paint, semantic="Car")
+    for sign in (-1.0, 1.0):
+        sb.box(
+            (sign * (L / 2 - 0.006), 0.0, zc),
+            (0.012, 0.52, 0.12),
+            reflectance=0.9,
+            retro=True,
+            semantic="Car",
+        )
+    # Cabin: windshield cap, glass box, rear-window cap; roof on top; seats inside.
+    inset = float(rng.uniform(0.06, 0.14))
+    ry, rc = W / 2 - inset, H - belt
+    hood = float(rng.uniform(0.85, 1.3)) if style != "suv" else float(rng.uniform(0.8, 1.1))
+    screen = float(rng.uniform(0.55, 0.9))
+    deck, reach = float(rng.uniform(*deck_range)), float(rng.uniform(*rear_range))
+    x_front = nose - hood - screen  # the roof's front edge
+    x_back = -nose + deck + reach  # the roof's back edge
+    if x_front - x_back < 0.4:  # short cars: shrink the caps, keep a roof
+        excess = 0.4 - (x_front - x_back)
+        screen -= excess / 2
+        reach -= excess / 2
+        x_front, x_back = nose - hood - screen, -nose + deck + reach
+    pt = float(rng.uniform(0.35, 0.65))
+    sb.ellipsoid((x_front, 0.0, belt), (screen, ry, rc), reflectance=glass, semantic="Car", pass_through=pt)
+    sb.ellipsoid((x_back, 0.0, belt), (reach, ry, rc), reflectance=glass, semantic="Car", pass_through=pt)
+    sb.box_span(
+        (x_back, -ry, belt), (x_front, ry, H - 0.04), reflectance=glass, semantic="Car", pass_through=pt
+    )
+    sb.box_span(
+        (x_back - 0.05, -ry + 0.03, H - 0.04),
+        (x_front + 0.05, ry - 0.03, H),
+        reflectance=paint,
+        semantic="Car",
+    )
+    seat_top = belt + float(rng.uniform(0.2, 0.45)) * rc
+    sb.box_span(
+        (x_back - 0.2, -ry + 0.12, belt - 0.1),
+        (x_front + 0.2, ry - 0.12, seat_top),
+        reflectance=float(rng.uniform(0.05, 0.25)),
+        semantic="Car",
+    )
+    return sb.build()
+
+
+def build_vehicle(
+    rng: np.random.Generator,
+    cls: str,
+    size,
+    mxy: float,
+    mz: float,
+    shape: str = "boxy",
+    kitti_paint: bool = False,
+) -> Shapes:
+    """A Car, Van or Truck: body, cabin (glass with a roof), wheels, number plates.
+
+    ``shape="rounded"`` builds Cars with :func:`build_rounded_car` (Vans and Trucks stay boxy);
+    ``kitti_paint`` draws the paint as KITTI's sensor sees it (see :func:`_paint`).
+    """
+    if cls == "Car" and shape == "rounded":
+        return build_rounded_car(rng, size, mxy, mz, kitti_paint)
+    l, w, h = size
+    L, W, H = l - 2 * mxy, w - 2 * mxy, h - 2 * mz
+    paint = _paint(rng, kitti_paint)
     sb = ShapeBuilder()
     r = float(np.clip(rng.uniform(0.29, 0.35) * (1.25 if cls == "Truck" else 1.0), 0.25, 0.5))
     clear = float(rng.uniform(0.14, 0.2) * (1.4 if cls == "Truck" else 1.0))
@@ -320,4 +434,118 @@ def build_bush(rng: np.random.Generator, radius: float) -> Shapes:
             semantic="vegetation",
             pass_through=float(rng.uniform(0.15, 0.4)),
         )
+    return sb.build()
+
+
+def build_fence(rng: np.random.Generator, length: float) -> Shapes:
+    """A fence along x: posts every 2-3 m and either two rails or a mesh panel that lets most rays
+    through (chain link, railings); 0.9-1.8 m high."""
+    sb = ShapeBuilder()
+    height = float(rng.uniform(0.9, 1.8))
+    refl = float(rng.uniform(0.15, 0.5))
+    spacing = float(rng.uniform(2.0, 3.0))
+    n_posts = max(2, int(length / spacing) + 1)
+    for x in np.linspace(-length / 2, length / 2, n_posts):
+        sb.cylinder((x, 0.0, -0.2), (x, 0.0, height), 0.04, reflectance=refl, semantic="unlabelled")
+    if rng.random() < 0.5:
+        for z in (0.35 * height, 0.92 * height):
+            sb.box((0.0, 0.0, z), (length, 0.05, 0.06), reflectance=refl, semantic="unlabelled")
+    else:
+        sb.box(
+            (0.0, 0.0, height / 2),
+            (length, 0.03, height),
+            reflectance=refl,
+            semantic="unlabelled",
+            pass_through=float(rng.uniform(0.5, 0.85)),
+        )
+    return sb.build()
+
+
+def build_wall(rng: np.random.Generator, length: float) -> Shapes:
+    """A low wall or barrier along x (0.4-1.3 m high, 0.15-0.4 m thick): garden walls, walls at lane
+    edges, concrete barriers."""
+    sb = ShapeBuilder()
+    height = float(rng.uniform(0.4, 1.3))
+    thick = float(rng.uniform(0.15, 0.4))
+    sb.box(
+        (0.0, 0.0, height / 2 - 0.15),
+        (length, thick, height + 0.3),
+        reflectance=float(rng.uniform(0.15, 0.45)),
+        semantic="building",
+    )
+    return sb.build()
+
+
+def build_hedge(rng: np.random.Generator, length: float) -> Shapes:
+    """A hedge along x: a row of overlapping ellipsoids of leaves (0.7-1.9 m high) that rays partly enter."""
+    sb = ShapeBuilder()
+    height = float(rng.uniform(0.7, 1.9))
+    depth = float(rng.uniform(0.5, 1.2))
+    n = max(1, int(length / 1.2))
+    for x in np.linspace(-length / 2 + 0.6, length / 2 - 0.6, n):
+        h = height * float(rng.uniform(0.85, 1.1))
+        sb.ellipsoid(
+            (x + float(rng.uniform(-0.2, 0.2)), float(rng.uniform(-0.1, 0.1)), h / 2),
+            (0.9, depth / 2 * float(rng.uniform(0.8, 1.1)), h / 2),
+            yaw=float(rng.uniform(-0.2, 0.2)),
+            reflectance=float(rng.uniform(0.3, 0.55)),
+            semantic="vegetation",
+            pass_through=float(rng.uniform(0.1, 0.35)),
+        )
+    return sb.build()
+
+
+STREET_FURNITURE = ("bollard", "bin", "bench", "utility box", "planter", "kiosk")
+"""The kinds of :func:`build_street_furniture`."""
+
+
+def build_street_furniture(rng: np.random.Generator, kind: str) -> Shapes:
+    """One piece of street furniture (:data:`STREET_FURNITURE`), in its own frame (x along the street).
+
+    Bollards are poles to the semantic labels; the rest is unlabelled clutter, car-, person- and
+    cyclist-sized, which a detector must learn to leave alone.
+    """
+    sb = ShapeBuilder()
+    refl = float(rng.uniform(0.1, 0.5))
+    if kind == "bollard":
+        r, h = float(rng.uniform(0.06, 0.12)), float(rng.uniform(0.7, 1.1))
+        sb.cylinder((0.0, 0.0, -0.1), (0.0, 0.0, h), r, reflectance=refl, semantic="pole")
+    elif kind == "bin":
+        if rng.random() < 0.5:
+            r, h = float(rng.uniform(0.25, 0.4)), float(rng.uniform(0.8, 1.1))
+            sb.cylinder((0.0, 0.0, 0.0), (0.0, 0.0, h), r, reflectance=refl, semantic="unlabelled")
+        else:  # wheelie bin
+            sb.box((0.0, 0.0, 0.53), (0.6, 0.6, 1.06), reflectance=refl, semantic="unlabelled")
+    elif kind == "bench":
+        length = float(rng.uniform(1.5, 2.2))
+        sb.box((0.0, 0.0, 0.43), (length, 0.45, 0.06), reflectance=refl, semantic="unlabelled")
+        sb.box((0.0, 0.22, 0.7), (length, 0.05, 0.45), reflectance=refl, semantic="unlabelled")
+        for x in (-length / 2 + 0.15, length / 2 - 0.15):
+            sb.box((x, 0.0, 0.2), (0.06, 0.45, 0.4), reflectance=refl, semantic="unlabelled")
+    elif kind == "utility box":
+        sb.box(
+            (0.0, 0.0, 0.65),
+            (float(rng.uniform(0.5, 1.2)), float(rng.uniform(0.3, 0.5)), 1.3),
+            reflectance=refl,
+            semantic="unlabelled",
+        )
+    elif kind == "planter":
+        size = float(rng.uniform(0.8, 1.6))
+        sb.box((0.0, 0.0, 0.3), (size, size, 0.6), reflectance=refl, semantic="unlabelled")
+        sb.ellipsoid(
+            (0.0, 0.0, 0.9),
+            (size / 2, size / 2, 0.45),
+            reflectance=0.4,
+            semantic="vegetation",
+            pass_through=0.25,
+        )
+    elif kind == "kiosk":
+        length, depth, h = (
+            float(rng.uniform(2.0, 4.5)),
+            float(rng.uniform(1.5, 2.5)),
+            float(rng.uniform(2.2, 3.0)),
+        )
+        sb.box((0.0, 0.0, h / 2), (length, depth, h), reflectance=refl, semantic="unlabelled")
+    else:
+        raise ValueError(f"unknown street furniture {kind!r}; expected one of {STREET_FURNITURE}")
     return sb.build()

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 __all__ = ["GENERATOR_VERSION", "SyntheticConfig"]
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "2.0.0"
 """Bumped whenever the same (config, seed, index) would give different files."""
 
 
@@ -47,7 +47,30 @@ class SyntheticConfig:
     far away)."""
     intensity_noise_std: float = 0.02
     intensity_falloff_range: float = 150.0
-    """Intensity falls as ``1 / (1 + (r / falloff)^2)``."""
+    """The return's strength falls as ``1 / (1 + (r / falloff)^2)`` (what decides dropped returns;
+    and the intensity itself with ``intensity_model="lambert"``)."""
+    intensity_model: str = "kitti"
+    """``"kitti"``: the reflectance the HDL-64E reports in KITTI, fitted to the real scans (see
+    :func:`.lidar.kitti_intensity`): saturating in the incidence angle, falling steeply beyond
+    ~40 m, zero below a floor, in 1/100 steps; with it, materials take KITTI's look (bright asphalt,
+    mostly dark car paint). ``"lambert"``: generator 1's Lambertian strength (the ablation)."""
+    intensity_knee: float = 0.15
+    """``"kitti"``: the cosine of incidence above which the intensity no longer grows."""
+    intensity_range: float = 40.0
+    intensity_power: float = 4.0
+    """``"kitti"``: the intensity falls as ``1 / (1 + (r / intensity_range)^intensity_power)``."""
+    intensity_floor: float = 0.05
+    """``"kitti"``: returns weaker than this report intensity 0 (45% of car points in KITTI do)."""
+    vehicle_shape: str = "rounded"
+    """``"rounded"``: cars with rounded noses and tails, a domed glass cabin that lets rays through
+    onto the seats, and KITTI's body styles (saloon, hatchback, SUV); ``"boxy"``: generator 1's
+    stacked boxes (the ablation)."""
+    parking_layouts: bool = True
+    """Parking strips with perpendicular and angled bays besides parallel rows (see
+    :data:`.scene.PARKING_LAYOUTS`); False for parallel rows only (generator 1, the ablation)."""
+    street_clutter: bool = True
+    """Fences, low walls, bollards, bins, benches and hedges along the sidewalk (real streets' false
+    positives); False for generator 1's poles, trees, bushes and buildings only (the ablation)."""
 
     # --- ground ------------------------------------------------------------------------------
     ground_slope_max: float = 0.02
@@ -115,6 +138,10 @@ class SyntheticConfig:
             raise ValueError("range noise std and clip must be non-negative")
         if self.min_points < 1:
             raise ValueError(f"min_points must be ≥ 1, got {self.min_points}")
+        if self.intensity_model not in ("kitti", "lambert"):
+            raise ValueError(f"intensity_model must be 'kitti' or 'lambert', got {self.intensity_model!r}")
+        if self.vehicle_shape not in ("rounded", "boxy"):
+            raise ValueError(f"vehicle_shape must be 'rounded' or 'boxy', got {self.vehicle_shape!r}")
         if self.sensor_height <= self.ground_bump_amplitude:
             raise ValueError("sensor_height must exceed the ground unevenness")
 

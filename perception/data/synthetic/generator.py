@@ -255,7 +255,9 @@ def generate_frame(
     n_rays = n_cols * n_beams
     drop_u = rng.random(n_rays, dtype=np.float32)
     noise = sample_range_noise(rng, n_rays, config)
-    inten_noise = rng.standard_normal(n_rays, dtype=np.float32) * np.float32(config.intensity_noise_std)
+    # Additive noise for the Lambertian model; relative (5σ as large) for KITTI's.
+    inten_std = config.intensity_noise_std * (5.0 if config.intensity_model == "kitti" else 1.0)
+    inten_noise = rng.standard_normal(n_rays, dtype=np.float32) * np.float32(inten_std)
     group_of_prim = np.repeat(np.arange(len(scene.group_start)), scene.group_end - scene.group_start)
     prim_obj = scene.group_object[group_of_prim] if len(group_of_prim) else np.zeros(0, np.int64)
     buf = np.empty((n_rays, 4), np.float32)
@@ -283,6 +285,11 @@ def generate_frame(
         config.dropout,
         config.min_return,
         config.intensity_falloff_range,
+        config.intensity_model == "kitti",
+        config.intensity_knee,
+        config.intensity_range,
+        config.intensity_power,
+        config.intensity_floor,
         buf,
         actor,
         sem,

@@ -19,13 +19,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from perception.data.synthetic.actors import (
+    STREET_FURNITURE,
     build_building,
     build_bush,
     build_cyclist,
+    build_fence,
+    build_hedge,
     build_pedestrian,
     build_pole,
+    build_street_furniture,
     build_tree,
     build_vehicle,
+    build_wall,
     sample_size,
 )
 from perception.data.synthetic.config import SyntheticConfig
@@ -295,6 +300,57 @@ def _overlaps_circle(s: float, d: float, v: float, r: float, others: list, times
     return False
 
 
+PARKING_LAYOUTS: dict[str, float] = {"parallel": 0.6, "perpendicular": 0.25, "angled": 0.15}
+"""Shares of the parking strips' layouts (``parking_layouts=True``). A quarter of KITTI's labelled
+Cars (24.5%) stand more than 30° off the road's axis (``kitti_labels/label_2_all.txt``): bays,
+car parks, turning traffic; generator 1's parallel rows gave none."""
+
+
+def _parking_layout(rng: np.random.Generator, cfg: SyntheticConfig) -> str:
+    """The layout of one parking strip: always ``"parallel"`` unless ``cfg.parking_layouts``."""
+    u = rng.random()  # drawn whatever the config, so the draws after it do not move
+    if not cfg.parking_layouts:
+        return "parallel"
+    names = list(PARKING_LAYOUTS)
+    cum = np.cumsum([PARKING_LAYOUTS[n] for n in names])
+    return names[int(np.searchsorted(cum, u, side="right").clip(0, len(names) - 1))]
+
+
+def _place_street_clutter(
+    rng, place, side: float, curb: float, walk: float, lo: float, hi: float, peds: list, times: NDArray
+) -> None:
+    """Fences, low walls and hedges behind the sidewalk, bollard runs at the curb, and street
+    furniture on the sidewalk clear of the pedestrians ``peds`` (``(s, d, speed, radius)`` over
+    ``times``), on one ``side`` (-1 right, +1 left) of the road between ``s`` = lo and hi;
+    ``place(shapes, s, d, yaw_offset)`` adds one item. Nothing reaches a labelled object's box."""
+    back = curb + walk + 0.15  # just behind the sidewalk (pedestrians stay 0.6 m inside it)
+    s = lo + float(rng.uniform(0.0, 15.0))
+    while s < hi:  # runs of fence, wall or hedge, with gaps (driveways, entrances)
+        length = float(rng.uniform(4.0, 25.0))
+        u = rng.random()
+        if u < 0.35:
+            place(build_fence(rng, length), s + length / 2, side * back, 0.0)
+        elif u < 0.6:
+            place(build_wall(rng, length), s + length / 2, side * back, 0.0)
+        elif u < 0.85:
+            place(build_hedge(rng, length), s + length / 2, side * (back + 0.6), 0.0)
+        s += length + float(rng.uniform(2.0, 25.0))
+    if rng.random() < 0.3:  # a run of bollards at the curb
+        s = lo + float(rng.uniform(0.0, hi - lo))
+        for k in range(int(rng.integers(3, 12))):
+            place(build_street_furniture(rng, "bollard"), s + 1.8 * k, side * (curb + 0.35), 0.0)
+    n = rng.poisson(3.0 * (hi - lo) / 100.0)  # furniture: 3 per 100 m of sidewalk
+    for _ in range(int(n)):
+        kind = STREET_FURNITURE[1 + int(rng.integers(len(STREET_FURNITURE) - 1))]
+        radius = 2.4 if kind == "kiosk" else 1.2
+        d = side * float(
+            rng.uniform(curb + 0.6 + radius / 2, max(curb + 0.7 + radius / 2, back - 0.2 - radius / 2))
+        )
+        s0 = float(rng.uniform(lo, hi))
+        if not _overlaps_circle(s0, d, 0.0, radius, peds, times):
+            place(build_street_furniture(rng, kind), s0, d, float(rng.uniform(-0.1, 0.1)))
+
+
 def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float = 0.0) -> World:
     """Sample a street scene for a drive of ``duration`` seconds (0 for a single frame)."""
     road = Road(0.0 if rng.random() < 0.4 else float(rng.uniform(-cfg.max_curvature, cfg.max_curvature)))
@@ -313,6 +369,7 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
     ego_end = ego_speed * duration
 
     actors: list[Actor] = []
+    vehicle_style = (cfg.vehicle_shape, cfg.intensity_model == "kitti")
 
     def add(cls, size, s0, d, speed, heading, static_shapes=None, phase0=0.0):
         actors.append(
@@ -372,7 +429,7 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
                     np.clip(rng.normal(0.0, 0.008), -0.015, 0.015)
                 )
                 d = d_lane + float(rng.uniform(-0.15, 0.15))
-                add(cls, size, s, d, speed, heading, build_vehicle(rng, cls, size, mxy, mz))
+                add(cls, size, s, d, speed, heading, build_vehicle(rng, cls, size, mxy, mz, *vehicle_style))
                 s += float(rng.exponential(100.0 / cfg.car_density))
 
     # --- per side: bike lane, parking strip, sidewalk, green strip, buildings -----------------------
@@ -411,7 +468,8 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
                 s += size[0] + 3.0 + float(rng.exponential(100.0 / cfg.cyclist_density))
             offset += 1.5
         parking = rng.random() < 0.55
-        if parking:
+        layout = _parking_layout(rng, cfg)
+        if parking and layout == "parallel":
             d_park = side * (offset + 1.1)
             s = lo_static + float(rng.uniform(0.0, 10.0))
             prev_half = 0.0
@@ -426,11 +484,40 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
                 heading = (0.0 if rng.random() < 0.7 * (side < 0) + 0.3 * (side > 0) else np.pi) + tilt
                 extent = size[0] * abs(np.sin(tilt)) + size[1] * np.cos(tilt)
                 d = d_park + side * float(rng.uniform(-0.1, 0.1)) * (2.2 - extent > 0.2)
-                add(cls, size, s, d, 0.0, heading, build_vehicle(rng, cls, size, mxy, mz))
+                add(cls, size, s, d, 0.0, heading, build_vehicle(rng, cls, size, mxy, mz, *vehicle_style))
                 s += size[0] * abs(np.sin(tilt)) + float(
                     rng.exponential(max(100.0 / cfg.parked_density - 5.5, 0.1))
                 )
             offset += 2.2
+        elif parking:  # bays at an angle to the curb: perpendicular (90°) or angled (45-65°)
+            depth = 5.8
+            angle = np.pi / 2 if layout == "perpendicular" else float(rng.uniform(np.pi / 4, 0.36 * np.pi))
+            lean = 1.0 if rng.random() < 0.5 else -1.0  # which way angled bays lean
+            s = lo_static + float(rng.uniform(0.0, 10.0))
+            occupancy = float(rng.uniform(0.5, 0.95))
+            while s < hi_static:
+                cls = "Van" if rng.random() < 0.1 else "Car"
+                size = sample_size(rng, cls)
+                a = angle + float(rng.normal(0.0, 0.04))
+                along = size[0] * abs(np.cos(a)) + size[1] * abs(np.sin(a))
+                across = size[0] * abs(np.sin(a)) + size[1] * abs(np.cos(a))
+                pitch = max(along, 2.4 / max(abs(np.sin(a)), 0.5)) + float(rng.uniform(0.3, 0.9))
+                if rng.random() < occupancy and across < depth - 0.1:
+                    # nose in or backed in; the car's front points into the bay or out of it
+                    heading = lean * a + (np.pi if rng.random() < 0.5 else 0.0)
+                    slack = (depth - across) / 2
+                    d = side * (offset + depth / 2 + float(rng.uniform(-slack, slack)) * 0.8)
+                    add(
+                        cls,
+                        size,
+                        s + pitch / 2,
+                        d,
+                        0.0,
+                        heading,
+                        build_vehicle(rng, cls, size, mxy, mz, *vehicle_style),
+                    )
+                s += pitch
+            offset += depth
         curb = offset
         walk = float(rng.uniform(2.5, 4.5))
         # Poles and signs at the curb.
@@ -464,6 +551,8 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
                 pose_swing = float(rng.uniform(0.0, 0.5))
                 sh = build_pedestrian(rng, size, mxy, mz, float(rng.uniform(0, 6.3)), pose_swing)
                 add("Pedestrian", size, s0, d, 0.0, heading, sh)
+        if cfg.street_clutter:
+            _place_street_clutter(rng, place_clutter, side, curb, walk, lo_static, hi_static, peds, times)
         # Green strip: trees and bushes.
         green = 0.0 if rng.random() < 0.3 else float(rng.uniform(1.0, 6.0))
         inner = curb + walk
@@ -522,7 +611,10 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
         "road_edge": edge,
         "curvature": road.curvature,
         "ego_speed": ego_speed,
-        "asphalt": float(rng.uniform(0.06, 0.14)),
+        # KITTI's road reads ~0.27 up to 20 m (the real dev scans); Lambertian asphalt is dark.
+        "asphalt": float(
+            rng.uniform(0.2, 0.34) if cfg.intensity_model == "kitti" else rng.uniform(0.06, 0.14)
+        ),
         **side_info,
     }
     return World(cfg, road, ground, ego_d, ego_speed, ego_yaw_offset, actors, allc, groups, info)
