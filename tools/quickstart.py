@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from perception.data.kitti import (  # noqa: E402
     read_label,
     read_split,
 )
-from perception.data.synthetic import write_dataset  # noqa: E402
+from perception.data.synthetic import GENERATOR_VERSION, write_dataset  # noqa: E402
 from perception.eval.kitti import format_results  # noqa: E402
 from perception.viz.bev import save_bev  # noqa: E402
 
@@ -49,13 +50,22 @@ LEVELS = ("easy", "moderate", "hard", "none")
 def ensure_dataset(root: Path, frames: int, seed: int, workers: int) -> dict:
     """Generate ``frames`` frames into ``root`` unless they are already there (resumable)."""
     meta_path = root / "synthetic.json"
+    overwrite = False
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("seed") == seed and meta.get("args", {}).get("frames", 0) >= frames:
+        if meta.get("version") != GENERATOR_VERSION:
+            # An older generator's frames (generator 1 did not look like KITTI): regenerate them all.
+            console.print(
+                f"[yellow]{root} was written by generator {meta.get('version')}[/]; "
+                f"regenerating it with generator {GENERATOR_VERSION}"
+            )
+            overwrite = True
+            shutil.rmtree(root / "gt_database", ignore_errors=True)  # built from the old frames
+        elif meta.get("seed") == seed and meta.get("args", {}).get("frames", 0) >= frames:
             console.print(f"[green]found[/] {root} ({meta['args']['frames']} frames, seed {seed})")
             return {"generated": 0, "seconds": 0.0}
     console.print(f"generating {frames} synthetic LiDAR frames into {root} with {workers} worker(s)")
-    return write_dataset(root, frames=frames, seed=seed, workers=workers, progress=True)
+    return write_dataset(root, frames=frames, seed=seed, workers=workers, progress=True, overwrite=overwrite)
 
 
 def summarise(root: Path) -> tuple[Table, dict]:

@@ -28,7 +28,7 @@ from perception.ops.iou3d import boxes_iou_bev
 
 CONFIG = SyntheticConfig()
 GENERATOR_1 = SyntheticConfig(
-    intensity_model="lambert", vehicle_shape="boxy", parking_layouts=False, street_clutter=False
+    intensity_model="lambert", vehicle_shape="boxy", parking_layouts=False, street_clutter=False, crowds=False
 )
 GROUND = [SEMANTIC_CLASSES.index(c) for c in ("road", "sidewalk", "terrain", "road paint")]
 CAR = SEMANTIC_CLASSES.index("Car")
@@ -45,7 +45,7 @@ def frames():
 
 def test_defaults_are_generator_2_and_bad_knobs_raise():
     assert (CONFIG.intensity_model, CONFIG.vehicle_shape) == ("kitti", "rounded")
-    assert CONFIG.parking_layouts and CONFIG.street_clutter
+    assert CONFIG.parking_layouts and CONFIG.street_clutter and CONFIG.crowds
     assert SyntheticConfig.from_dict(GENERATOR_1.to_dict()) == GENERATOR_1
     with pytest.raises(ValueError, match="intensity_model"):
         SyntheticConfig(intensity_model="phong")
@@ -65,6 +65,7 @@ def test_each_switch_changes_the_frames_and_generator_1_is_deterministic():
         {"vehicle_shape": "rounded"},
         {"parking_layouts": True},
         {"street_clutter": True},
+        {"crowds": True},
     ):
         changed = False
         for index in range(4):  # a frame may have no parking strip
@@ -238,3 +239,30 @@ def test_clutter_never_enters_a_labelled_box(frames):
     clutter = {SEMANTIC_CLASSES.index(c) for c in ("unlabelled", "building", "vegetation", "pole")}
     sem = np.concatenate([f.point_semantic for f in frames])
     assert np.isin(sem, list(clutter)).sum() > 1000
+
+
+def test_people_walk_in_groups_and_cyclists_ride_in_traffic_without_overlaps():
+    grouped = cyclists_in_lanes = 0
+    for seed in range(30):
+        world = sample_world(np.random.default_rng(seed), CONFIG)
+        edge = world.info["road_edge"]
+        peds = np.array([[a.s0, a.d] for a in world.actors if a.cls == "Pedestrian"])
+        if len(peds) > 1:
+            dist = np.hypot(*(peds[:, None] - peds[None]).transpose(2, 0, 1))
+            np.fill_diagonal(dist, np.inf)
+            grouped += int((dist.min(1) < 1.2).sum())
+        cyclists_in_lanes += sum(1 for a in world.actors if a.cls == "Cyclist" and abs(a.d) < edge)
+        boxes = np.array(
+            [[a.s0, a.d, 0.0, a.size[0], a.size[1], 1.0, a.heading_offset] for a in world.actors]
+        )
+        iou = boxes_iou_bev(boxes, boxes)
+        np.fill_diagonal(iou, 0.0)
+        assert iou.max() == 0.0, seed
+        # Nothing stands where the ego vehicle drives.
+        ego = np.array([[0.0, world.ego_d, 0.0, 4.5, 1.9, 1.0, 0.0]])
+        assert boxes_iou_bev(ego, boxes).max() == 0.0, seed
+    assert grouped > 20 and cyclists_in_lanes > 10
+    # Off: lone pedestrians (never closer than their 1.2 m circles) and no cyclist in the lanes.
+    for seed in range(10):
+        world = sample_world(np.random.default_rng(seed), SyntheticConfig(crowds=False))
+        assert not any(a.cls == "Cyclist" and abs(a.d) < world.info["road_edge"] for a in world.actors)

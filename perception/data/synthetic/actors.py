@@ -109,7 +109,7 @@ def build_rounded_car(
     belt = H * float(rng.uniform(*belt_range))
     hb = belt - clear
     zc, rz = clear + 0.45 * hb, 0.55 * hb
-    front, rear = float(rng.uniform(0.45, 0.8)), float(rng.uniform(0.3, 0.6))
+    front, rear = float(rng.uniform(0.25, 0.8)), float(rng.uniform(0.15, 0.6))
     sb.box_span((-nose + rear, -W / 2, clear), (nose - front, W / 2, belt), reflectance=paint, semantic="Car")
     sb.ellipsoid((nose - front, 0.0, zc), (front, W / 2, rz), reflectance=paint, semantic="Car")
     sb.ellipsoid((-nose + rear, 0.0, zc), (rear, W / 2, rz), reflectance=paint, semantic="Car")

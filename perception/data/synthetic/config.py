@@ -68,6 +68,10 @@ class SyntheticConfig:
     parking_layouts: bool = True
     """Parking strips with perpendicular and angled bays besides parallel rows (see
     :data:`.scene.PARKING_LAYOUTS`); False for parallel rows only (generator 1, the ablation)."""
+    crowds: bool = True
+    """A third of the sidewalk's pedestrians in groups of 2-4 (side by side, or standing together),
+    and, in independent frames, cyclists riding in the traffic lanes; False for generator 1's lone
+    pedestrians and bike-lane cyclists (the ablation)."""
     street_clutter: bool = True
     """Fences, low walls, bollards, bins, benches and hedges along the sidewalk (real streets' false
     positives); False for generator 1's poles, trees, bushes and buildings only (the ablation)."""

@@ -316,6 +316,30 @@ def _parking_layout(rng: np.random.Generator, cfg: SyntheticConfig) -> str:
     return names[int(np.searchsorted(cum, u, side="right").clip(0, len(names) - 1))]
 
 
+def _add_traffic_cyclists(
+    rng, cfg: SyntheticConfig, actors: list, add, edge: float, ahead: float, behind: float
+) -> None:
+    """Cyclists riding in the traffic lanes, at the outer lanes' edges (independent frames only: a
+    frame is one instant, so a cyclist only has to clear the vehicles where they stand). About one
+    per 100 m of each outer lane, kept clear of every vehicle's footprint by 0.3 m."""
+    for direction in (1, -1):
+        n = rng.poisson((ahead + behind) / 100.0)
+        for _ in range(int(n)):
+            size = sample_size(rng, "Cyclist")
+            s0 = float(rng.uniform(-behind, ahead))
+            d = -direction * (edge - 0.45 - float(rng.uniform(0.0, 0.5)))
+            heading = (0.0 if direction == 1 else np.pi) + float(np.clip(rng.normal(0.0, 0.04), -0.1, 0.1))
+            phase = float(rng.uniform(0, 6.3))
+            vehicles = [a for a in actors if a.cls in ("Car", "Van", "Truck", "Cyclist")]
+            clear = abs(s0) > 8.0 and all(  # and clear of the ego vehicle
+                abs(v.s0 - s0) > (v.size[0] + size[0]) / 2 + 0.3
+                or abs(v.d - d) > (v.size[1] + size[1]) / 2 + 0.3
+                for v in vehicles
+            )
+            if clear:
+                add("Cyclist", size, s0, d, direction * float(rng.uniform(3.0, 7.0)), heading, phase0=phase)
+
+
 def _place_street_clutter(
     rng, place, side: float, curb: float, walk: float, lo: float, hi: float, peds: list, times: NDArray
 ) -> None:
@@ -432,6 +456,9 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
                 add(cls, size, s, d, speed, heading, build_vehicle(rng, cls, size, mxy, mz, *vehicle_style))
                 s += float(rng.exponential(100.0 / cfg.car_density))
 
+    if cfg.crowds and duration == 0.0:
+        _add_traffic_cyclists(rng, cfg, actors, add, edge, ahead, behind)
+
     # --- per side: bike lane, parking strip, sidewalk, green strip, buildings -----------------------
     clutter: list[Shapes] = []
     clutter_pose: list[tuple[float, float, float]] = []  # (s, d, yaw offset) of each clutter item
@@ -533,24 +560,37 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
         for _ in range(int(n_peds)):
             walking = rng.random() < 0.7
             speed = float(rng.uniform(0.8, 1.6)) * (1 if rng.random() < 0.5 else -1) if walking else 0.0
+            # People in groups of 2-4, side by side (walking) or around a spot (standing).
+            group = int(rng.integers(2, 5)) if cfg.crowds and rng.random() < 0.35 else 1
+            gap = 0.9 if walking else 1.15
             lo, hi = window(speed)
+            room = walk - 1.55 - gap * (group - 1)
+            if room < 0:
+                group, room = 1, walk - 1.55
+            radius = 0.6 + gap * (group - 1) / 2
             for _try in range(8):
                 s0 = float(rng.uniform(lo, hi))
-                d = side * float(rng.uniform(curb + 0.95, curb + walk - 0.6))
-                if not _overlaps_circle(s0, d, speed, 0.6, peds, times):
+                d0 = curb + 0.95 + float(rng.uniform(0.0, room))
+                centre = side * (d0 + gap * (group - 1) / 2)
+                if not _overlaps_circle(s0, centre, speed, radius, peds, times):
                     break
             else:
                 continue
-            peds.append((s0, d, speed, 0.6))
-            size = sample_size(rng, "Pedestrian")
-            if walking:
-                heading = (0.0 if speed > 0 else np.pi) + float(rng.normal(0.0, 0.05))
-                add("Pedestrian", size, s0, d, speed, heading, phase0=rng.uniform(0, 6.3))
-            else:
-                heading = float(rng.uniform(-np.pi, np.pi))
-                pose_swing = float(rng.uniform(0.0, 0.5))
-                sh = build_pedestrian(rng, size, mxy, mz, float(rng.uniform(0, 6.3)), pose_swing)
-                add("Pedestrian", size, s0, d, 0.0, heading, sh)
+            peds.append((s0, centre, speed, radius))
+            for member in range(group):
+                d = side * (d0 + gap * member)
+                s_m = s0 + (float(rng.uniform(-0.15, 0.15)) if member else 0.0)
+                size = sample_size(rng, "Pedestrian")
+                if walking:
+                    heading = (0.0 if speed > 0 else np.pi) + float(
+                        rng.normal(0.0, 0.03 if group > 1 else 0.05)
+                    )
+                    add("Pedestrian", size, s_m, d, speed, heading, phase0=rng.uniform(0, 6.3))
+                else:
+                    heading = float(rng.uniform(-np.pi, np.pi))
+                    pose_swing = float(rng.uniform(0.0, 0.5))
+                    sh = build_pedestrian(rng, size, mxy, mz, float(rng.uniform(0, 6.3)), pose_swing)
+                    add("Pedestrian", size, s_m, d, 0.0, heading, sh)
         if cfg.street_clutter:
             _place_street_clutter(rng, place_clutter, side, curb, walk, lo_static, hi_static, peds, times)
         # Green strip: trees and bushes.
