@@ -41,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perception.arguments import int_at_least
 from perception.data.sharding import Shard, parse_shard
+from perception.data.synthetic.config import REALISM_SWITCHES
+
+REALISM_NAMES = tuple(REALISM_SWITCHES)
 
 TOOL = "make_synthetic"
 JOB = "synthetic"
@@ -112,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after all N shards: check their manifests, then write the split and metadata files "
         "(needs only OUT)",
+    )
+    p.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=[*REALISM_NAMES, "all"],
+        help="turn one of generator 2's realism changes off (repeatable; 'all': generator 1's look), "
+        "for the sim-to-real ablation",
     )
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
@@ -288,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["azimuth_step_deg"] = args.azimuth_step
     if args.beams is not None:
         overrides["num_beams"] = args.beams
+    for name in REALISM_NAMES if "all" in args.without else args.without:
+        overrides.update(REALISM_SWITCHES[name])
     try:
         config = SyntheticConfig(**overrides)
     except ValueError as err:

@@ -15,7 +15,7 @@ ground, traffic, motion), :mod:`.raycast` (numba kernels), :mod:`.camera` (virtu
 :mod:`.generator` (one frame), :mod:`.writer` (KITTI layout on disk), :mod:`.semantic_writer` (SemanticKITTI layout), :mod:`.benchmark`.
 """
 
-from perception.data.synthetic.config import GENERATOR_VERSION, SyntheticConfig
+from perception.data.synthetic.config import GENERATOR_VERSION, REALISM_SWITCHES, SyntheticConfig
 from perception.data.synthetic.generator import SequenceLayout, SyntheticFrame, generate_frame
 from perception.data.synthetic.lidar import beam_elevations, beam_pattern
 from perception.data.synthetic.semantic_writer import (
@@ -29,6 +29,7 @@ from perception.data.synthetic.writer import split_frames, write_dataset
 
 __all__ = [
     "GENERATOR_VERSION",
+    "REALISM_SWITCHES",
     "SEMANTIC_CLASSES",
     "SEMANTIC_KITTI_IDS",
     "SequenceLayout",

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["GENERATOR_VERSION", "SyntheticConfig"]
+__all__ = ["GENERATOR_VERSION", "REALISM_SWITCHES", "SyntheticConfig"]
 
 GENERATOR_VERSION = "2.0.0"
 """Bumped whenever the same (config, seed, index) would give different files."""
+
+
+REALISM_SWITCHES: dict[str, dict[str, object]] = {
+    "kitti-intensity": {"intensity_model": "lambert"},
+    "rounded-cars": {"vehicle_shape": "boxy"},
+    "parking-bays": {"parking_layouts": False},
+    "street-clutter": {"street_clutter": False},
+    "crowds": {"crowds": False},
+}
+"""Generator 2's realism changes (sim to real) by name → the config values that turn each off
+(generator 1's look); ``tools/make_synthetic.py --without NAME`` and the ablation use them."""
 
 
 @dataclass(frozen=True)

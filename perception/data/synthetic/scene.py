@@ -300,7 +300,7 @@ def _overlaps_circle(s: float, d: float, v: float, r: float, others: list, times
     return False
 
 
-PARKING_LAYOUTS: dict[str, float] = {"parallel": 0.6, "perpendicular": 0.25, "angled": 0.15}
+PARKING_LAYOUTS: dict[str, float] = {"parallel": 0.78, "perpendicular": 0.13, "angled": 0.09}
 """Shares of the parking strips' layouts (``parking_layouts=True``). A quarter of KITTI's labelled
 Cars (24.5%) stand more than 30° off the road's axis (``kitti_labels/label_2_all.txt``): bays,
 car parks, turning traffic; generator 1's parallel rows gave none."""
