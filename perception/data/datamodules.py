@@ -84,7 +84,7 @@ def default_train_transforms(
 
     ``domain_randomization`` (for training on the simulator and predicting on a real sensor) adds,
     before the range filter: sensor height N(0, 0.08²) m (:class:`GlobalTranslation` in z), pitch and
-    roll in ±1° (:class:`SensorTilt`), intensity gain, floor and noise (:class:`IntensityJitter`)
+    roll in ±0.5° (:class:`SensorTilt`), intensity gain, floor and noise (:class:`IntensityJitter`)
     and point jitter of 1 cm (:class:`PointJitter`).
     """
     transforms: list[Transform] = [CameraFovFilter()] if camera_fov_only else []
@@ -95,7 +95,7 @@ def default_train_transforms(
     if domain_randomization:
         transforms += [
             GlobalTranslation((0.0, 0.0, 0.08)),
-            SensorTilt(1.0),
+            SensorTilt(0.5),
             IntensityJitter(),
             PointJitter(0.01, 0.03),
         ]

@@ -188,16 +188,24 @@ def test_written_dataset_loads_and_boxes_contain_their_points(dataset):
         np.testing.assert_allclose(frame.boxes_lidar[:, :6], gen.boxes_lidar[:, :6], atol=0.0101)
         np.testing.assert_allclose(wrap_angle(frame.boxes_lidar[:, 6] - gen.boxes_lidar[:, 6]), 0, atol=1e-5)
         mask = points_in_boxes_mask(frame.points, frame.boxes_lidar)
+        # Boxes hug the geometry (2 cm), so some noisy returns fall just outside, as in KITTI (a face
+        # seen head-on loses ~16%: P(noise > 2 cm)); every return lies within the range-noise bound.
+        grown = frame.boxes_lidar.copy()
+        noise = CONFIG.range_noise_clip * CONFIG.range_noise_std
+        grown[:, 3:5] += 2 * (noise - CONFIG.margin_xy + 0.006)
+        grown[:, 5] += 2 * (noise * np.sin(np.radians(25.0)) - CONFIG.label_margin_z + 0.006)
+        within_bound = points_in_boxes_mask(frame.points, grown)
         for j in range(len(frame.names)):
             own = gen.point_object == j
             assert own.sum() >= CONFIG.min_points
-            assert mask[own, j].mean() >= 0.99, (i, j, frame.names[j])
+            assert within_bound[own, j].all(), (i, j, frame.names[j])
+            assert mask[own, j].mean() >= 0.75, (i, j, frame.names[j])
             inside_own += mask[own, j].sum()
             own_total += own.sum()
             inside_box += mask[:, j].sum()
             inside_box_own += (gen.point_object[mask[:, j]] == j).sum()
         np.testing.assert_allclose(frame.calib.Tr_velo_to_cam, gen.calib.Tr_velo_to_cam, atol=1e-11)
-    assert inside_own / own_total >= 0.995
+    assert inside_own / own_total >= 0.98
     # Conversely, most points inside a labelled box are that object's (the rest: ground under it).
     assert inside_box_own / inside_box >= 0.85
     meta = json.loads((out / "synthetic.json").read_text())
