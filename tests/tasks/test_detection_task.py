@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from perception.data.datamodules import DetectionDataModule
-from perception.data.kitti import read_split
+from perception.data.kitti import kitti_difficulty, read_label, read_split
 from perception.data.synthetic import SyntheticConfig, write_dataset
 from perception.eval.detection import KittiEvaluator, WaymoEvaluator
 from perception.eval.kitti import evaluate_folders
@@ -161,7 +161,15 @@ def test_validation_ap_equals_the_ap_of_the_written_result_files(root, tmp_path)
     val = read_split(root, "val")
     assert sorted(p.stem for p in (tmp_path / "predictions").glob("*.txt")) == sorted(val)
     files = evaluate_folders(root / "training" / "label_2", tmp_path / "predictions", val, classes=CLASSES)
-    assert 20 < task.last_metrics["Car_3d/moderate_R40"] < 100  # a real number, not a degenerate one
+    # A real number, not a degenerate one. The devkit's R40 sampling caps AP at (n - 1) / 40 with n
+    # ground-truth objects under 41 (it samples precision only at as many recall steps as there are
+    # true positives), so the jittered oracle reaches most of that cap, not 100.
+    n = sum(
+        int(((o.names == "Car") & (kitti_difficulty(o.bbox, o.occluded, o.truncated) <= 1)).sum())
+        for o in (read_label(root / "training" / "label_2" / f"{i}.txt") for i in val)
+    )
+    cap = 100.0 * min(n - 1, 40) / 40
+    assert 0.5 * cap < task.last_metrics["Car_3d/moderate_R40"] <= cap + 1e-9
     assert set(files) == set(task.last_metrics)
     for key, value in files.items():
         ours = task.last_metrics[key]
