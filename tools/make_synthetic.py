@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn one of generator 2's realism changes off (repeatable; 'all': generator 1's look), "
         "for the sim-to-real ablation",
     )
+    p.add_argument(
+        "--parking-bays",
+        action="store_true",
+        help="perpendicular and angled parking bays besides parallel rows (off by default)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
 
@@ -301,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["num_beams"] = args.beams
     for name in REALISM_NAMES if "all" in args.without else args.without:
         overrides.update(REALISM_SWITCHES[name])
+    if args.parking_bays:
+        overrides["parking_layouts"] = True
     try:
         config = SyntheticConfig(**overrides)
     except ValueError as err:

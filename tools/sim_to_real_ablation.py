@@ -20,7 +20,8 @@ table (Car / Pedestrian / Cyclist 3D and BEV AP R40 moderate a dataset) is print
 ``OUT/ablation.md`` and ``OUT/ablation.json``. Rows (``--rows``, default all): ``generator-2``
 (everything on; ``--rows generator-2`` is the one command to measure a change), ``no-<change>``
 for each of :data:`perception.data.synthetic.REALISM_SWITCHES` and ``no-domain-randomization``
-(the training transforms), and ``generator-1`` (everything off). One row takes about 16 minutes
+(the training transforms), ``with-parking-bays`` (the one change left off by default), and
+``generator-1`` (everything off). One row takes about 16 minutes
 on 2 CPU cores. Exit status 0, 1 if a step failed (its log is named), 2 on a usage error.
 """
 
@@ -43,6 +44,7 @@ ROWS: dict[str, tuple[list[str], list[str]]] = {
     "generator-2": ([], []),
     **{f"no-{name}": (["--without", name], []) for name in REALISM_SWITCHES},
     "no-domain-randomization": ([], ["--data.domain_randomization", "false"]),
+    "with-parking-bays": (["--parking-bays"], []),
     "generator-1": (["--without", "all"], ["--data.domain_randomization", "false"]),
 }
 """Row name → (``make_synthetic.py`` arguments, training overrides)."""

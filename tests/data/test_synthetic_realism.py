@@ -45,7 +45,7 @@ def frames():
 
 def test_defaults_are_generator_2_and_bad_knobs_raise():
     assert (CONFIG.intensity_model, CONFIG.vehicle_shape) == ("kitti", "rounded")
-    assert CONFIG.parking_layouts and CONFIG.street_clutter and CONFIG.crowds
+    assert CONFIG.street_clutter and CONFIG.crowds and not CONFIG.parking_layouts  # bays: opt-in
     assert SyntheticConfig.from_dict(GENERATOR_1.to_dict()) == GENERATOR_1
     with pytest.raises(ValueError, match="intensity_model"):
         SyntheticConfig(intensity_model="phong")
@@ -184,7 +184,7 @@ def _parked_headings(cfg: SyntheticConfig, seeds: range) -> tuple[np.ndarray, li
 
 
 def test_parking_bays_put_a_share_of_cars_across_the_road_without_overlaps():
-    rel, footprints = _parked_headings(CONFIG, range(40))
+    rel, footprints = _parked_headings(SyntheticConfig(parking_layouts=True), range(40))
     across = np.mean(rel > np.radians(30))
     # KITTI: 24.5% of Cars more than 30° off the road's axis; parked cars here, moving ones never.
     assert 0.15 < across < 0.6

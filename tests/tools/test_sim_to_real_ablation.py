@@ -36,8 +36,10 @@ def test_every_switch_has_a_row_and_rows_build_the_right_commands(tmp_path):
         "generator-2",
         "generator-1",
         "no-domain-randomization",
+        "with-parking-bays",
         *(f"no-{name}" for name in REALISM_SWITCHES),
     }
+    assert dict(ablation.commands("with-parking-bays", _args(tmp_path)))["generate"][-1] == "--parking-bays"
     args = _args(tmp_path, "--real", "dev=/somewhere")
     steps = dict(ablation.commands("no-rounded-cars", args))
     assert steps["generate"][-2:] == ["--without", "rounded-cars"]
@@ -118,6 +120,10 @@ def test_make_synthetic_without_turns_the_named_changes_off(tmp_path):
     subprocess.run([*cmd, "--without", "kitti-intensity", "--without", "crowds"], check=True)
     config = SyntheticConfig.from_dict(json.loads((out / "synthetic.json").read_text())["config"])
     assert config.intensity_model == "lambert" and not config.crowds
-    assert config.vehicle_shape == "rounded" and config.parking_layouts and config.street_clutter
+    assert config.vehicle_shape == "rounded" and config.street_clutter and not config.parking_layouts
+    subprocess.run([*cmd, "--parking-bays", "--overwrite"], check=True)
+    assert SyntheticConfig.from_dict(
+        json.loads((out / "synthetic.json").read_text())["config"]
+    ).parking_layouts
     bad = subprocess.run([*cmd, "--without", "sunshine"], capture_output=True, text=True)
     assert bad.returncode == 2 and "sunshine" in bad.stderr
