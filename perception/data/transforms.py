@@ -334,6 +334,20 @@ class CameraFovFilter(Transform):
         return sample.select_points(keep)
 
 
+def _check_attribute_column(column: int) -> None:
+    """An intensity-like transform's ``column`` must be an attribute column (x, y, z are 0-2)."""
+    if column < 3:
+        raise ValueError(f"column must be an attribute column (>= 3), got {column}")
+
+
+def _require_column(sample: Sample, column: int) -> None:
+    """The sample's points must have ``column`` (the message names the sample)."""
+    if sample.points.shape[1] <= column:
+        raise ValueError(
+            f"sample {sample.frame_id}: points have {sample.points.shape[1]} columns, no column {column}"
+        )
+
+
 class IntensityJitter(Transform):
     """Randomise the intensity column as another sensor (or its gain) would report it.
 
@@ -355,16 +369,12 @@ class IntensityJitter(Transform):
             raise ValueError(f"need 0 < min_gain <= max_gain, got {min_gain}, {max_gain}")
         if max_floor < 0 or noise < 0:
             raise ValueError(f"max_floor and noise must be >= 0, got {max_floor}, {noise}")
-        if column < 3:
-            raise ValueError(f"column must be an attribute column (>= 3), got {column}")
+        _check_attribute_column(column)
         self.min_gain, self.max_gain = float(min_gain), float(max_gain)
         self.max_floor, self.noise, self.column = float(max_floor), float(noise), int(column)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if sample.points.shape[1] <= self.column:
-            raise ValueError(
-                f"sample {sample.frame_id}: points have {sample.points.shape[1]} columns, no column {self.column}"
-            )
+        _require_column(sample, self.column)
         gain = rng.uniform(self.min_gain, self.max_gain)
         floor = rng.uniform(0.0, self.max_floor)
         jitter = 1.0 + rng.normal(0.0, self.noise, len(sample.points))
@@ -388,15 +398,11 @@ class IntensityNormalize(Transform):
             raise ValueError(f"scale must be > 0, got {scale}")
         if mode not in ("linear", "tanh"):
             raise ValueError(f"mode must be 'linear' or 'tanh', got {mode!r}")
-        if column < 3:
-            raise ValueError(f"column must be an attribute column (>= 3), got {column}")
+        _check_attribute_column(column)
         self.scale, self.column, self.mode, self.clip = float(scale), int(column), mode, clip
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if sample.points.shape[1] <= self.column:
-            raise ValueError(
-                f"sample {sample.frame_id}: points have {sample.points.shape[1]} columns, no column {self.column}"
-            )
+        _require_column(sample, self.column)
         points = sample.points.copy()
         v = points[:, self.column] / np.float32(self.scale)
         if self.mode == "tanh":

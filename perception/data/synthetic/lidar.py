@@ -226,10 +226,8 @@ def finish_returns(
             else:
                 refl, retro, sem = _ground_material(t * dx, t * dy, t * dz, pose, road)
                 obj = -1
-            if kitti_model:
-                strength = _strength(max(refl, 0.1), out_cos[ci, bi], retro, t, falloff_range)
-            else:
-                strength = _strength(refl, out_cos[ci, bi], retro, t, falloff_range)
+            detect_refl = max(refl, 0.1) if kitti_model else refl
+            strength = _strength(detect_refl, out_cos[ci, bi], retro, t, falloff_range)
             if drop_u[ray] < dropout or strength < min_return:
                 continue
             r = t + noise[ray]

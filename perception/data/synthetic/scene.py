@@ -316,9 +316,7 @@ def _parking_layout(rng: np.random.Generator, cfg: SyntheticConfig) -> str:
     return names[int(np.searchsorted(cum, u, side="right").clip(0, len(names) - 1))]
 
 
-def _add_traffic_cyclists(
-    rng, cfg: SyntheticConfig, actors: list, add, edge: float, ahead: float, behind: float
-) -> None:
+def _add_traffic_cyclists(rng, actors: list, add, edge: float, ahead: float, behind: float) -> None:
     """Cyclists riding in the traffic lanes, at the outer lanes' edges (independent frames only: a
     frame is one instant, so a cyclist only has to clear the vehicles where they stand). About one
     per 100 m of each outer lane, kept clear of every vehicle's footprint by 0.3 m."""
@@ -457,7 +455,7 @@ def sample_world(rng: np.random.Generator, cfg: SyntheticConfig, duration: float
                 s += float(rng.exponential(100.0 / cfg.car_density))
 
     if cfg.crowds and duration == 0.0:
-        _add_traffic_cyclists(rng, cfg, actors, add, edge, ahead, behind)
+        _add_traffic_cyclists(rng, actors, add, edge, ahead, behind)
 
     # --- per side: bike lane, parking strip, sidewalk, green strip, buildings -----------------------
     clutter: list[Shapes] = []
